@@ -1,14 +1,6 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! logdist wire formats: framing and decoding for everything that crosses a
+//! socket, with no sockets and no runtime.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod message;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use message::{FRAME_HEADER_LEN, Message, Origin};
