@@ -1,14 +1,24 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! The routing core of logdist: which analyzer gets each message, and the
+//! strict-priority queues in front of every analyzer.
+//!
+//! Synchronous and lock-free on the hot path. An emitter connection task
+//! loads the current [`RoutingTable`] from the [`Router`] (an `ArcSwap`, no
+//! lock), and [`RoutingTable::route`] picks an analyzer with a weighted tree
+//! walked by the connection's low-discrepancy [`Cursor`] and pushes the
+//! [`Envelope`] into that analyzer's [`PriorityQueues`]. The analyzer's writer
+//! task pops lowest priority number first. Registering, reweighting and
+//! removing analyzers build a new table off to the side.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod cursor;
+mod envelope;
+mod priority_queues;
+mod router;
+mod routing_table;
+mod weighted_tree;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use cursor::Cursor;
+pub use envelope::Envelope;
+pub use priority_queues::{PriorityQueues, PushError, PushErrorKind};
+pub use router::{RegisterError, Router};
+pub use routing_table::{AnalyzerEntry, Routed, RoutingTable};
+pub use weighted_tree::WeightedTree;

@@ -1,6 +1,35 @@
 //! logdist wire formats: framing and decoding for everything that crosses a
 //! socket, with no sockets and no runtime.
+//!
+//! * Emitters → distributor: [`IngestDecoder`] reads NDJSON lines, binary
+//!   frames and gzip frames mixed on one connection ([`encode_frame`] and
+//!   [`encode_gzip_frame`] write the framed ones).
+//! * Distributor → analyzers: [`OutboundBatch`] encodes messages in the
+//!   analyzer's [`AnalyzerFormat`]; analyzers read them back with
+//!   [`FrameDecoder`] or [`NdjsonLineDecoder`].
+//! * Analyzers → distributor: [`HandshakeDecoder`], then
+//!   [`SeedControlDecoder`] or [`JsonControlDecoder`].
 
+mod analyzer;
+mod frame;
+mod gzip;
+mod ingest;
+mod line;
 mod message;
+mod ndjson;
+mod outbound;
+mod reject;
 
+pub use analyzer::{
+    AnalyzerFormat, Control, ControlError, Handshake, HandshakeDecoder, HandshakeError, Hello,
+    JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok, seed_ack_word, seed_handshake,
+    seed_weight_word,
+};
+pub use frame::{FrameDecoder, FrameError, encode_frame};
+pub use gzip::encode_gzip_frame;
+pub use ingest::{Decoded, IngestDecoder, IngestError, IngestLimits, MAX_FRAME_BYTES_CEILING};
+pub use line::NdjsonLineDecoder;
 pub use message::{FRAME_HEADER_LEN, Message, Origin};
+pub use ndjson::{PriorityTable, ndjson_priority};
+pub use outbound::OutboundBatch;
+pub use reject::{RejectReason, Rejection};

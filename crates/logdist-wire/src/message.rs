@@ -43,7 +43,10 @@ impl Message {
     /// # Panics
     /// If `frame` is shorter than the 5-byte header; decoders check that first.
     pub fn from_frame(frame: Bytes) -> Self {
-        assert!(frame.len() >= FRAME_HEADER_LEN, "binary frame shorter than its header");
+        assert!(
+            frame.len() >= FRAME_HEADER_LEN,
+            "binary frame shorter than its header"
+        );
         Message {
             priority: frame[4],
             origin: Origin::Frame,

@@ -1,3 +1,85 @@
-fn main() {
-    println!("Hello, world!");
+use std::process::ExitCode;
+
+use clap::Parser;
+use logdist::Server;
+use logdist::cli::Cli;
+use logdist::server::write_ready_file;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|err| {
+        eprintln!(
+            "logdist: invalid --log filter {:?} ({err}); using \"info\"",
+            cli.log
+        );
+        EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = match cli.load_config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("logdist: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("logdist: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::bind(&config).await {
+            Ok(server) => server,
+            Err(err) => {
+                eprintln!("logdist: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(path) = &cli.ready_file
+            && let Err(err) = write_ready_file(path, &server.addresses())
+        {
+            eprintln!("logdist: cannot write ready file {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+        let report = server.run(shutdown_signal()).await;
+        let s = &report.stats;
+        tracing::info!(
+            accepted = s.accepted,
+            rejected = s.rejected_total(),
+            delivered = s.delivered,
+            redelivered = s.redelivered,
+            dead_lettered = s.dead_lettered,
+            dead_letter_failures = s.dead_letter_failures,
+            "stopped"
+        );
+        if s.dead_letter_failures > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::error!(%err, "cannot listen for SIGTERM; only Ctrl-C will stop logdist");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
 }

@@ -1,0 +1,100 @@
+//! The first thing an analyzer says decides who it is and how it wants messages.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use logdist_wire::{AnalyzerFormat, Handshake, HandshakeDecoder};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::FramedRead;
+
+/// How long a new analyzer connection may take to introduce itself.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who an analyzer is, from its handshake.
+#[derive(Debug)]
+pub struct Introduction {
+    pub id: String,
+    pub weight: f64,
+    pub format: AnalyzerFormat,
+    pub acks: bool,
+    /// Seed analyzers get no reply line; JSON-hello analyzers wait for one.
+    pub replies: bool,
+    /// Seed analyzers speak 4-byte control words; JSON-hello analyzers speak lines.
+    pub seed_control: bool,
+}
+
+/// A handshake that was refused.
+pub struct Refusal {
+    pub reason: String,
+    /// For JSON hellos, which wait for a status line before the close: where to write it.
+    pub reply: Option<OwnedWriteHalf>,
+}
+
+/// Reads the handshake from `stream`, then splits it: the reader keeps whatever
+/// followed the handshake buffered.
+pub async fn read_handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Result<
+    (
+        Introduction,
+        FramedRead<OwnedReadHalf, HandshakeDecoder>,
+        OwnedWriteHalf,
+    ),
+    Refusal,
+> {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+    let timed_out = || Refusal {
+        reason: format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
+        reply: None,
+    };
+    // Peeking first tells whether a refusal needs a reply line (JSON hellos wait for one).
+    let mut first = [0u8; 1];
+    let json = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Ok(1)) => first[0] == b'{',
+        Ok(_) => {
+            return Err(Refusal {
+                reason: "closed before its handshake".to_string(),
+                reply: None,
+            });
+        }
+    };
+    let (reader, writer) = stream.into_split();
+    let mut framed = FramedRead::new(reader, HandshakeDecoder::default());
+    let handshake = match tokio::time::timeout_at(deadline, framed.next()).await {
+        Ok(Some(Ok(handshake))) => handshake,
+        failed => {
+            let reason = match failed {
+                Err(_) => format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
+                Ok(Some(Err(err))) => format!("bad handshake: {err}"),
+                _ => "closed before its handshake".to_string(),
+            };
+            return Err(Refusal {
+                reason,
+                reply: json.then_some(writer),
+            });
+        }
+    };
+    let intro = match handshake {
+        Handshake::Seed { weight } => Introduction {
+            id: format!("analyzer_{peer}"),
+            weight: f64::from(weight),
+            format: AnalyzerFormat::Frame,
+            acks: true,
+            replies: false,
+            seed_control: true,
+        },
+        Handshake::Hello(hello) => Introduction {
+            id: hello.id,
+            weight: hello.weight,
+            format: hello.format,
+            acks: hello.acks,
+            replies: true,
+            seed_control: false,
+        },
+    };
+    Ok((intro, framed, writer))
+}

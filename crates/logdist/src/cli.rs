@@ -1,0 +1,168 @@
+//! Command line: every flag also reads a `LOGDIST_*` environment variable, and
+//! both win over the config file (CLI > env > file > defaults).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{AckMode, Config, ConfigError, ListenerConfig};
+
+/// logdist: a log distributor. Emitters stream logs over TCP (NDJSON lines,
+/// length-prefixed binary frames with a priority byte, gzip frames); each message
+/// goes to one analyzer in proportion to the analyzers' weights, through 256
+/// strict-priority queues per analyzer, and is never dropped silently.
+#[derive(Debug, Parser)]
+#[command(name = "logdist", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML config file (see configs/default.toml). Without one, the defaults
+    /// apply: emitters on 0.0.0.0:8080, shipper listener with acks on 0.0.0.0:9000,
+    /// analyzers on 0.0.0.0:8081.
+    #[arg(short, long, env = "LOGDIST_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Emitter listener without acks (repeatable, or comma-separated in the env
+    /// var). Given with --ack-listen or alone, replaces the config's listeners.
+    #[arg(long, env = "LOGDIST_LISTEN", value_delimiter = ',')]
+    pub listen: Vec<SocketAddr>,
+
+    /// Emitter listener that answers each NDJSON message with a status line
+    /// (what the seed shipper expects). Repeatable.
+    #[arg(long, env = "LOGDIST_ACK_LISTEN", value_delimiter = ',')]
+    pub ack_listen: Vec<SocketAddr>,
+
+    /// Address analyzers dial in to.
+    #[arg(long, env = "LOGDIST_ANALYZER_LISTEN")]
+    pub analyzer_listen: Option<SocketAddr>,
+
+    /// Capacity of each of an analyzer's 256 priority queues.
+    #[arg(long, env = "LOGDIST_QUEUE_CAPACITY")]
+    pub queue_capacity: Option<usize>,
+
+    /// Most unacknowledged messages per analyzer connection.
+    #[arg(long, env = "LOGDIST_WINDOW")]
+    pub window: Option<usize>,
+
+    /// Deliveries tried before a message is dead-lettered.
+    #[arg(long, env = "LOGDIST_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u8>,
+
+    /// NDJSON file that receives messages that could not be delivered.
+    #[arg(long, env = "LOGDIST_DEAD_LETTER_PATH")]
+    pub dead_letter_path: Option<PathBuf>,
+
+    /// How long shutdown keeps draining queues to analyzers (e.g. "5s").
+    #[arg(long, env = "LOGDIST_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+
+    /// Largest binary or gzip frame accepted, in bytes.
+    #[arg(long, env = "LOGDIST_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+
+    /// Longest NDJSON line accepted, in bytes.
+    #[arg(long, env = "LOGDIST_MAX_LINE_BYTES")]
+    pub max_line_bytes: Option<usize>,
+
+    /// Most bytes one gzip frame may expand to.
+    #[arg(long, env = "LOGDIST_MAX_DECOMPRESSED_BYTES")]
+    pub max_decompressed_bytes: Option<usize>,
+
+    /// Most emitter connections open at once; further ones are closed with a log line.
+    #[arg(long, env = "LOGDIST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Once every listener is bound, write their real addresses here as JSON
+    /// (useful with port 0). Written atomically.
+    #[arg(long, env = "LOGDIST_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "logdist=debug").
+    #[arg(long, env = "LOGDIST_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Cli {
+    /// The config file (or defaults) with every given flag and env var applied, validated.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        self.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&self, config: &mut Config) {
+        if !self.listen.is_empty() || !self.ack_listen.is_empty() {
+            let plain = self.listen.iter().map(|&address| ListenerConfig {
+                address,
+                ack: AckMode::None,
+            });
+            let acked = self.ack_listen.iter().map(|&address| ListenerConfig {
+                address,
+                ack: AckMode::Message,
+            });
+            config.listeners = plain.chain(acked).collect();
+        }
+        set(&mut config.analyzers.listen, self.analyzer_listen);
+        set(&mut config.analyzers.queue_capacity, self.queue_capacity);
+        set(&mut config.analyzers.window, self.window);
+        set(&mut config.delivery.max_attempts, self.max_attempts);
+        set(
+            &mut config.delivery.dead_letter_path,
+            self.dead_letter_path.clone(),
+        );
+        set(&mut config.delivery.shutdown_grace, self.shutdown_grace);
+        set(&mut config.limits.max_frame_bytes, self.max_frame_bytes);
+        set(&mut config.limits.max_line_bytes, self.max_line_bytes);
+        set(
+            &mut config.limits.max_decompressed_bytes,
+            self.max_decompressed_bytes,
+        );
+        set(&mut config.limits.max_connections, self.max_connections);
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *slot = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[analyzers]\nwindow = 10\nqueue_capacity = 7\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "logdist",
+            "--config",
+            path.to_str().unwrap(),
+            "--window",
+            "99",
+            "--listen",
+            "127.0.0.1:0",
+            "--ack-listen",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let config = cli.load_config().unwrap();
+        assert_eq!(config.analyzers.window, 99);
+        assert_eq!(config.analyzers.queue_capacity, 7);
+        assert_eq!(config.listeners.len(), 2);
+        assert_eq!(config.listeners[1].ack, AckMode::Message);
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let cli = Cli::try_parse_from(["logdist", "--config", "/nonexistent/x.toml"]).unwrap();
+        let err = cli.load_config().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/x.toml"), "{err}");
+    }
+}

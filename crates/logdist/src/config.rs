@@ -1,0 +1,370 @@
+//! Distributor configuration: TOML file, then `LOGDIST_*` environment variables and
+//! CLI flags on top (see `cli.rs`), then validation.
+//!
+//! Every section and key has a working default, so an empty file (or no file)
+//! gives the layout of DESIGN.md: emitters on 8080, the shipper listener with
+//! per-message acks on 9000, analyzers on 8081.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use logdist_wire::MAX_FRAME_BYTES_CEILING;
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listeners: Vec<ListenerConfig>,
+    pub analyzers: AnalyzersConfig,
+    pub delivery: DeliveryConfig,
+    pub limits: LimitsConfig,
+    pub priorities: PrioritiesConfig,
+    pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// One emitter listener.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub ack: AckMode,
+}
+
+/// Whether an emitter listener answers every NDJSON message.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// Nothing is written back to the emitter.
+    #[default]
+    None,
+    /// One `{"status":...}` line per NDJSON message, in order (the seed shipper waits for it).
+    Message,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyzersConfig {
+    /// Where analyzers dial in.
+    pub listen: SocketAddr,
+    /// Bound of each of the 256 priority queues of each analyzer.
+    pub queue_capacity: usize,
+    /// Most messages sent to one analyzer connection and not yet acknowledged.
+    pub window: usize,
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Deliveries tried before a message is dead-lettered.
+    pub max_attempts: u8,
+    pub dead_letter_path: PathBuf,
+    /// How long shutdown waits for queued messages to reach analyzers.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_frame_bytes: usize,
+    pub max_line_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub max_connections: usize,
+}
+
+/// How NDJSON messages without a `priority` field get one.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrioritiesConfig {
+    /// Priority of a message with neither `priority` nor a known `level`/`severity`.
+    pub default: u8,
+    /// `level`/`severity` value (matched case-insensitively) to priority.
+    pub levels: BTreeMap<String, u8>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub csv_path: String,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listeners: vec![
+                ListenerConfig {
+                    address: "0.0.0.0:8080".parse().expect("valid literal"),
+                    ack: AckMode::None,
+                },
+                ListenerConfig {
+                    address: "0.0.0.0:9000".parse().expect("valid literal"),
+                    ack: AckMode::Message,
+                },
+            ],
+            analyzers: AnalyzersConfig::default(),
+            delivery: DeliveryConfig::default(),
+            limits: LimitsConfig::default(),
+            priorities: PrioritiesConfig::default(),
+            admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for AnalyzersConfig {
+    fn default() -> Self {
+        AnalyzersConfig {
+            listen: "0.0.0.0:8081".parse().expect("valid literal"),
+            queue_capacity: 1000,
+            window: 4096,
+            ack_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: 4,
+            dead_letter_path: PathBuf::from("failed_messages.ndjson"),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_frame_bytes: 1 << 20,
+            max_line_bytes: 1 << 20,
+            max_decompressed_bytes: 16 << 20,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Default for PrioritiesConfig {
+    fn default() -> Self {
+        let levels = [
+            ("FATAL", 0),
+            ("CRITICAL", 0),
+            ("ERROR", 1),
+            ("WARN", 2),
+            ("WARNING", 2),
+            ("INFO", 3),
+            ("DEBUG", 4),
+            ("TRACE", 5),
+        ];
+        PrioritiesConfig {
+            default: 3,
+            levels: levels.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:8082".to_string(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            csv_path: String::new(),
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+impl Config {
+    /// Reads and parses `path`; the result still needs [`Config::validate`].
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Rejects values the distributor cannot run with, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                problem: problem.into(),
+            }
+        }
+        if self.listeners.is_empty() {
+            return Err(invalid(
+                "listeners",
+                "must name at least one emitter listener",
+            ));
+        }
+        if self.analyzers.queue_capacity == 0 {
+            return Err(invalid("analyzers.queue_capacity", "must be at least 1"));
+        }
+        if self.analyzers.window == 0 {
+            return Err(invalid("analyzers.window", "must be at least 1"));
+        }
+        if self.analyzers.ack_timeout.is_zero() {
+            return Err(invalid("analyzers.ack_timeout", "must be longer than 0s"));
+        }
+        if self.delivery.max_attempts == 0 {
+            return Err(invalid("delivery.max_attempts", "must be at least 1"));
+        }
+        if self.delivery.dead_letter_path.as_os_str().is_empty() {
+            return Err(invalid("delivery.dead_letter_path", "must not be empty"));
+        }
+        let frame = self.limits.max_frame_bytes;
+        if !(5..=MAX_FRAME_BYTES_CEILING).contains(&frame) {
+            return Err(invalid(
+                "limits.max_frame_bytes",
+                format!("must be in 5..={MAX_FRAME_BYTES_CEILING}, got {frame}"),
+            ));
+        }
+        if self.limits.max_line_bytes == 0 {
+            return Err(invalid("limits.max_line_bytes", "must be at least 1"));
+        }
+        if self.limits.max_decompressed_bytes == 0 {
+            return Err(invalid(
+                "limits.max_decompressed_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listeners[0].address.port(), 8080);
+        assert_eq!(config.listeners[0].ack, AckMode::None);
+        assert_eq!(config.listeners[1].address.port(), 9000);
+        assert_eq!(config.listeners[1].ack, AckMode::Message);
+        assert_eq!(config.analyzers.listen.port(), 8081);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let text = r#"
+[[listeners]]
+address = "0.0.0.0:8080"
+ack = "none"
+
+[[listeners]]
+address = "0.0.0.0:9000"
+ack = "message"
+
+[analyzers]
+listen = "0.0.0.0:8081"
+queue_capacity = 1000
+window = 4096
+ack_timeout = "30s"
+
+[delivery]
+max_attempts = 4
+dead_letter_path = "failed_messages.ndjson"
+
+[limits]
+max_frame_bytes = 1048576
+max_line_bytes = 1048576
+max_decompressed_bytes = 16777216
+max_connections = 10000
+
+[admin]
+listen = "127.0.0.1:8082"
+
+[metrics]
+csv_path = ""
+interval = "1s"
+"#;
+        let config = Config::from_toml(text).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn shipped_default_config_is_the_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/default.toml");
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[analyzers]\nqueue_capacty = 5\n").unwrap_err();
+        assert!(err.to_string().contains("queue_capacty"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = Config::from_toml("[analyzers]\nwindow = \"big\"\n").unwrap_err();
+        assert!(err.to_string().contains("window"), "{err}");
+        let err = Config::from_toml("[[listeners]]\naddress = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("address"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut config = Config::default();
+        config.limits.max_frame_bytes = 4;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.max_frame_bytes"), "{err}");
+
+        let mut config = Config::default();
+        config.analyzers.window = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("analyzers.window"), "{err}");
+    }
+}

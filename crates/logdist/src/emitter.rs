@@ -1,0 +1,231 @@
+//! One emitter connection: read, decode, route, acknowledge.
+//!
+//! Reads land in a large `BytesMut`; every decoded message is a slice of it, so
+//! nothing is copied between this read and the analyzer's write. Routing a whole
+//! read's worth of messages happens before the next read, which is how
+//! backpressure works: while every analyzer is full, this socket is not read.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use logdist_router::{Cursor, Envelope};
+use logdist_wire::{Decoded, IngestDecoder, RejectReason, Rejection, error_reply};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+
+use crate::config::AckMode;
+use crate::delivery::SHUTDOWN_ERROR;
+use crate::server::Shared;
+
+/// Bytes asked of the socket per read; also the size of the buffers messages share.
+const READ_CHUNK: usize = 64 * 1024;
+
+const ACK_OK: &[u8] = b"{\"status\":\"ok\",\"message\":\"received\"}\n";
+
+pub struct EmitterConnection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    buffer: BytesMut,
+    decoder: IngestDecoder,
+    ack: AckMode,
+    replies: Vec<u8>,
+    tally: Tally,
+}
+
+/// What this connection has done, added to the global stats after each read.
+#[derive(Default)]
+struct Tally {
+    accepted: u64,
+    routed: u64,
+    diverted: u64,
+    rejected: Vec<RejectReason>,
+    /// Reasons already logged at warn level on this connection: the first of
+    /// each kind is worth an operator's attention, the rest only a counter.
+    logged: HashSet<RejectReason>,
+    total_accepted: u64,
+    total_rejected: u64,
+}
+
+impl EmitterConnection {
+    pub fn new(stream: TcpStream, peer: SocketAddr, ack: AckMode, shared: &Shared) -> Self {
+        EmitterConnection {
+            stream,
+            peer,
+            buffer: BytesMut::with_capacity(READ_CHUNK),
+            decoder: IngestDecoder::new(shared.limits, shared.priorities.clone()),
+            ack,
+            replies: Vec::new(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// Runs until the emitter closes, the stream is unrecoverable, or shutdown.
+    pub async fn run(mut self, shared: Arc<Shared>) {
+        let mut cursor = Cursor::new(cursor_seed(self.peer));
+        let end = loop {
+            if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 4 {
+                self.buffer.reserve(READ_CHUNK);
+            }
+            let read = tokio::select! {
+                read = self.stream.read_buf(&mut self.buffer) => read,
+                _ = shared.shutdown.stop_accepting.cancelled() => break End::Shutdown,
+            };
+            let eof = match read {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(err) => break End::Io(err),
+            };
+            if let Err(end) = self.process(&shared, &mut cursor, eof).await {
+                break end;
+            }
+            if let Err(err) = self.flush_replies().await {
+                break End::Io(err);
+            }
+            if eof {
+                break End::Eof;
+            }
+        };
+        if matches!(end, End::Shutdown) {
+            // Whatever was already read is routed, not dropped.
+            let _ = self.process(&shared, &mut cursor, false).await;
+            let _ = self.flush_replies().await;
+        }
+        self.flush_tally(&shared);
+        match end {
+            End::Eof | End::Shutdown => tracing::debug!(
+                peer = %self.peer,
+                accepted = self.tally.total_accepted,
+                rejected = self.tally.total_rejected,
+                "emitter connection closed"
+            ),
+            End::Io(err) => tracing::info!(peer = %self.peer, %err, "emitter connection failed"),
+            End::BadLength(reason) => {
+                shared.stats.bad_length_closes.add(1);
+                tracing::warn!(peer = %self.peer, %reason, "closing emitter connection");
+            }
+        }
+    }
+
+    /// Decodes and routes every complete message in the buffer (and, at `eof`,
+    /// what is left of it).
+    async fn process(
+        &mut self,
+        shared: &Shared,
+        cursor: &mut Cursor,
+        eof: bool,
+    ) -> Result<(), End> {
+        loop {
+            let decoded = if eof {
+                self.decoder.decode_eof(&mut self.buffer)
+            } else {
+                self.decoder.decode(&mut self.buffer)
+            };
+            let item = match decoded {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(err) => {
+                    let reason = err.to_string();
+                    if self.ack == AckMode::Message {
+                        push_error_reply(&mut self.replies, &reason);
+                        let _ = self.flush_replies().await;
+                    }
+                    return Err(End::BadLength(reason));
+                }
+            };
+            match item {
+                Decoded::Message(message) => {
+                    let acked = self.ack == AckMode::Message
+                        && message.origin() == logdist_wire::Origin::Ndjson;
+                    self.route(shared, cursor, Envelope::new(message)).await?;
+                    if acked {
+                        self.replies.extend_from_slice(ACK_OK);
+                    }
+                }
+                Decoded::Rejected(rejection) => self.reject(rejection),
+            }
+        }
+        self.flush_tally(shared);
+        Ok(())
+    }
+
+    async fn route(
+        &mut self,
+        shared: &Shared,
+        cursor: &mut Cursor,
+        env: Envelope,
+    ) -> Result<(), End> {
+        self.tally.accepted += 1;
+        let give_up = shared.shutdown.hard_stop.cancelled();
+        match shared.router.route_or_wait(cursor, env, give_up).await {
+            Ok(routed) => {
+                self.tally.routed += 1;
+                self.tally.diverted += routed.diverted as u64;
+                Ok(())
+            }
+            Err(env) => {
+                // Accepted, but the grace period ended before any analyzer had room.
+                shared
+                    .redelivery
+                    .dead_letter(env, Arc::from(SHUTDOWN_ERROR));
+                Ok(())
+            }
+        }
+    }
+
+    fn reject(&mut self, rejection: Rejection) {
+        if self.tally.logged.insert(rejection.reason) {
+            tracing::warn!(peer = %self.peer, reason = rejection.reason.as_str(), %rejection, "rejected message (further rejections of this kind on this connection are only counted)");
+        } else {
+            tracing::debug!(peer = %self.peer, reason = rejection.reason.as_str(), %rejection, "rejected message");
+        }
+        self.tally.rejected.push(rejection.reason);
+        if self.ack == AckMode::Message {
+            push_error_reply(&mut self.replies, &rejection.to_string());
+        }
+    }
+
+    async fn flush_replies(&mut self) -> std::io::Result<()> {
+        if self.replies.is_empty() {
+            return Ok(());
+        }
+        let result = self.stream.write_all(&self.replies).await;
+        self.replies.clear();
+        result
+    }
+
+    fn flush_tally(&mut self, shared: &Shared) {
+        let t = &mut self.tally;
+        shared.stats.accepted.add(t.accepted);
+        shared.stats.routed.add(t.routed);
+        shared.stats.diverted.add(t.diverted);
+        for reason in t.rejected.drain(..) {
+            shared.stats.reject(reason, 1);
+            t.total_rejected += 1;
+        }
+        t.total_accepted += t.accepted;
+        t.accepted = 0;
+        t.routed = 0;
+        t.diverted = 0;
+    }
+}
+
+enum End {
+    Eof,
+    Shutdown,
+    Io(std::io::Error),
+    BadLength(String),
+}
+
+fn push_error_reply(out: &mut Vec<u8>, reason: &str) {
+    out.extend_from_slice(&error_reply(reason));
+}
+
+/// Spreads connections over the low-discrepancy sequence so that many emitters
+/// starting together do not all pick the same analyzer first.
+fn cursor_seed(peer: SocketAddr) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(peer)
+}

@@ -1,0 +1,275 @@
+//! Binding the listeners, running them, and shutting down without losing anything.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use logdist_router::Router;
+use logdist_wire::{IngestLimits, PriorityTable};
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::analyzer;
+use crate::config::{AckMode, Config};
+use crate::dead_letter::DeadLetterFile;
+use crate::delivery::Redelivery;
+use crate::emitter::EmitterConnection;
+use crate::shutdown::Shutdown;
+use crate::stats::{Stats, StatsSnapshot};
+
+/// State every connection task shares.
+pub struct Shared {
+    pub router: Arc<Router>,
+    pub stats: Arc<Stats>,
+    pub redelivery: Redelivery,
+    pub shutdown: Shutdown,
+    pub limits: IngestLimits,
+    pub priorities: Arc<PriorityTable>,
+    pub queue_capacity: usize,
+    pub window: usize,
+}
+
+/// A distributor whose listeners are bound (so their ports are known) but not yet serving.
+pub struct Server {
+    shared: Arc<Shared>,
+    emitter_listeners: Vec<(TcpListener, AckMode)>,
+    analyzer_listener: TcpListener,
+    dead_letters: DeadLetterFile,
+    max_connections: usize,
+    grace: Duration,
+}
+
+/// The addresses a bound [`Server`] listens on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Addresses {
+    pub pid: u32,
+    pub listeners: Vec<ListenerAddress>,
+    pub analyzers: SocketAddr,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ListenerAddress {
+    pub address: SocketAddr,
+    pub ack: AckMode,
+}
+
+/// What shutdown left behind.
+#[derive(Debug)]
+pub struct ShutdownReport {
+    pub stats: StatsSnapshot,
+}
+
+impl Server {
+    /// Binds every listener of `config`.
+    pub async fn bind(config: &Config) -> std::io::Result<Server> {
+        let mut emitter_listeners = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let bound = bind(listener.address, "emitter").await?;
+            emitter_listeners.push((bound, listener.ack));
+        }
+        let analyzer_listener = bind(config.analyzers.listen, "analyzer").await?;
+
+        let stats = Arc::new(Stats::default());
+        let router = Arc::new(Router::new());
+        let shutdown = Shutdown::default();
+        let dead_letters =
+            DeadLetterFile::start(config.delivery.dead_letter_path.clone(), stats.clone());
+        let redelivery = Redelivery::new(
+            router.clone(),
+            dead_letters.handle(),
+            stats.clone(),
+            config.delivery.max_attempts,
+            shutdown.hard_stop.clone(),
+        );
+        let priorities =
+            PriorityTable::new(config.priorities.levels.clone(), config.priorities.default);
+        let shared = Arc::new(Shared {
+            router,
+            stats,
+            redelivery,
+            shutdown,
+            limits: IngestLimits {
+                max_frame_bytes: config.limits.max_frame_bytes,
+                max_line_bytes: config.limits.max_line_bytes,
+                max_decompressed_bytes: config.limits.max_decompressed_bytes,
+            },
+            priorities: Arc::new(priorities),
+            queue_capacity: config.analyzers.queue_capacity,
+            window: config.analyzers.window,
+        });
+        Ok(Server {
+            shared,
+            emitter_listeners,
+            analyzer_listener,
+            dead_letters,
+            max_connections: config.limits.max_connections,
+            grace: config.delivery.shutdown_grace,
+        })
+    }
+
+    pub fn addresses(&self) -> Addresses {
+        let local = |l: &TcpListener| l.local_addr().expect("bound listener has an address");
+        Addresses {
+            pid: std::process::id(),
+            listeners: self
+                .emitter_listeners
+                .iter()
+                .map(|(l, ack)| ListenerAddress {
+                    address: local(l),
+                    ack: *ack,
+                })
+                .collect(),
+            analyzers: local(&self.analyzer_listener),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
+    }
+
+    /// The analyzer registry and routing table.
+    pub fn router(&self) -> Arc<Router> {
+        self.shared.router.clone()
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully: stop
+    /// accepting, route what emitters already sent, drain analyzer queues for up
+    /// to the grace period, and dead-letter whatever is still held.
+    pub async fn run(self, signal: impl Future<Output = ()>) -> ShutdownReport {
+        let shared = self.shared;
+        let emitters = TaskTracker::new();
+        let analyzers = TaskTracker::new();
+        let permits = Arc::new(Semaphore::new(self.max_connections));
+
+        let mut acceptors = Vec::new();
+        for (listener, ack) in self.emitter_listeners {
+            acceptors.push(tokio::spawn(accept_emitters(
+                listener,
+                ack,
+                shared.clone(),
+                emitters.clone(),
+                permits.clone(),
+            )));
+        }
+        acceptors.push(tokio::spawn(accept_analyzers(
+            self.analyzer_listener,
+            shared.clone(),
+            analyzers.clone(),
+        )));
+
+        signal.await;
+        let deadline = tokio::time::Instant::now() + self.grace;
+        tracing::info!(grace = ?self.grace, "shutting down: no new connections, draining queues");
+        let hard_stop = shared.shutdown.hard_stop.clone();
+        let grace_timer = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            hard_stop.cancel();
+        });
+
+        shared.shutdown.stop_accepting.cancel();
+        for acceptor in acceptors {
+            let _ = acceptor.await;
+        }
+        emitters.close();
+        emitters.wait().await;
+        shared.shutdown.drain.cancel();
+        analyzers.close();
+        analyzers.wait().await;
+        // Every session is gone: whatever is still being rerouted has nowhere to go.
+        shared.shutdown.hard_stop.cancel();
+        grace_timer.abort();
+        shared.redelivery.settled().await;
+
+        let dead_letters = self.dead_letters;
+        if tokio::task::spawn_blocking(move || dead_letters.close())
+            .await
+            .is_err()
+        {
+            tracing::error!("dead-letter writer did not close cleanly");
+        }
+        ShutdownReport {
+            stats: shared.stats.snapshot(),
+        }
+    }
+}
+
+async fn bind(address: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|err| {
+        std::io::Error::new(
+            err.kind(),
+            format!("cannot listen for {what}s on {address}: {err}"),
+        )
+    })
+}
+
+async fn accept_emitters(
+    listener: TcpListener,
+    ack: AckMode,
+    shared: Arc<Shared>,
+    tasks: TaskTracker,
+    permits: Arc<Semaphore>,
+) {
+    let address = listener.local_addr().ok();
+    tracing::info!(?address, ?ack, "listening for emitters");
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    accept_error(&err).await;
+                    continue;
+                }
+            },
+            _ = shared.shutdown.stop_accepting.cancelled() => return,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            shared.stats.connections_refused.add(1);
+            tracing::warn!(%peer, "emitter connection refused: limits.max_connections reached");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = EmitterConnection::new(stream, peer, ack, &shared);
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            connection.run(shared).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn accept_analyzers(listener: TcpListener, shared: Arc<Shared>, tasks: TaskTracker) {
+    let address = listener.local_addr().ok();
+    tracing::info!(?address, "listening for analyzers");
+    loop {
+        let (stream, peer): (TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    accept_error(&err).await;
+                    continue;
+                }
+            },
+            _ = shared.shutdown.stop_accepting.cancelled() => return,
+        };
+        tasks.spawn(analyzer::serve(stream, peer, shared.clone()));
+    }
+}
+
+/// Accept errors (out of file descriptors, mostly) are passing: log, pause, go on.
+async fn accept_error(err: &std::io::Error) {
+    tracing::error!(%err, "accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Writes `addresses` as JSON to `path` atomically (temp file, then rename).
+pub fn write_ready_file(path: &Path, addresses: &Addresses) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let json = serde_json::to_vec_pretty(addresses).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,175 @@
+//! Delivery over real sockets: strict priority, the in-flight window, zero loss
+//! when an analyzer dies holding unacked messages, and shutdown.
+
+mod support;
+
+use std::collections::HashSet;
+
+use support::{SeedAnalyzer, TestServer, connect, frames};
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn paused_analyzer_gets_p0_before_p7_when_it_resumes() {
+    // Window 1: the first message stays unacked and everything else queues.
+    let server = TestServer::start_with(|c| c.analyzers.window = 1).await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+
+    let mut stream = connect(server.emitters).await;
+    stream.write_all(&frames(&[(5, b"first")])).await.unwrap();
+    let first = analyzer.next().await.unwrap();
+    assert_eq!(&first.payload()[..], b"first");
+
+    // Paused (not acking): P7s arrive before P0s.
+    let mut batch = Vec::new();
+    for i in 0..50 {
+        batch.push((7u8, format!("p7-{i}").into_bytes()));
+    }
+    for i in 0..50 {
+        batch.push((0u8, format!("p0-{i}").into_bytes()));
+    }
+    let refs: Vec<(u8, &[u8])> = batch.iter().map(|(p, b)| (*p, b.as_slice())).collect();
+    stream.write_all(&frames(&refs)).await.unwrap();
+    server.wait_for("all routed", |s| s.routed == 101).await;
+
+    // Resume: ack one at a time; every P0 must come before any P7, FIFO within each.
+    let mut order = Vec::new();
+    for _ in 0..100 {
+        analyzer.ack().await;
+        let m = analyzer.next().await.unwrap();
+        order.push(String::from_utf8(m.payload().to_vec()).unwrap());
+    }
+    let want: Vec<String> = (0..50)
+        .map(|i| format!("p0-{i}"))
+        .chain((0..50).map(|i| format!("p7-{i}")))
+        .collect();
+    assert_eq!(order, want);
+    analyzer.ack().await;
+    let report = server.shutdown().await;
+    assert_eq!(report.stats.delivered, 101);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_analyzer_loses_nothing() {
+    let server = TestServer::start().await;
+    let mut doomed = SeedAnalyzer::connect(&server, 1.0).await;
+    let mut survivor = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(2).await;
+
+    let payloads: Vec<Vec<u8>> = (0..2_000).map(|i| format!("m{i}").into_bytes()).collect();
+    let refs: Vec<(u8, &[u8])> = payloads.iter().map(|p| (3u8, p.as_slice())).collect();
+    let mut stream = connect(server.emitters).await;
+    stream.write_all(&frames(&refs)).await.unwrap();
+    stream.shutdown().await.unwrap();
+    server.wait_for("all routed", |s| s.routed == 2_000).await;
+
+    // The doomed analyzer reads some, acks part of them, and dies.
+    let mut acked_at_doomed = HashSet::new();
+    for _ in 0..300 {
+        let m = doomed.next().await.unwrap();
+        acked_at_doomed.insert(m.payload().to_vec());
+    }
+    doomed.ack().await;
+    for _ in 0..200 {
+        doomed.next().await.unwrap();
+    }
+    // Make sure the ack landed before the kill, so exactly 300 count as delivered there.
+    server
+        .wait_for("doomed acks applied", |s| s.delivered == 300)
+        .await;
+    doomed.kill();
+
+    // Everything else reaches the survivor: its own share plus the 200
+    // unacked and whatever was still queued for the doomed one.
+    let mut at_survivor = HashSet::new();
+    while at_survivor.len() < 2_000 - 300 {
+        let m = survivor.next().await.unwrap();
+        assert!(
+            at_survivor.insert(m.payload().to_vec()),
+            "duplicate at survivor"
+        );
+        if survivor.received % 100 == 0 {
+            survivor.ack().await;
+        }
+    }
+    survivor.ack().await;
+    assert!(
+        acked_at_doomed.is_disjoint(&at_survivor),
+        "acked messages were redelivered"
+    );
+    let all: HashSet<Vec<u8>> = acked_at_doomed.union(&at_survivor).cloned().collect();
+    assert_eq!(all.len(), 2_000);
+    server
+        .wait_for("all delivered", |s| s.delivered == 2_000)
+        .await;
+    let report = server.shutdown().await;
+    assert!(report.stats.redelivered >= 200, "{:?}", report.stats);
+    assert_eq!(report.stats.dead_lettered, 0);
+}
+
+#[tokio::test]
+async fn shutdown_drains_queues_to_connected_analyzers() {
+    let server = TestServer::start_with(|c| c.analyzers.window = 10).await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+    let payloads: Vec<Vec<u8>> = (0..500).map(|i| format!("m{i}").into_bytes()).collect();
+    let refs: Vec<(u8, &[u8])> = payloads.iter().map(|p| (3u8, p.as_slice())).collect();
+    let mut stream = connect(server.emitters).await;
+    stream.write_all(&frames(&refs)).await.unwrap();
+    server.wait_for("all routed", |s| s.routed == 500).await;
+
+    // Shutdown starts while 490 messages still sit in the queue; the analyzer
+    // keeps reading and acking, so the grace period is enough to deliver them all.
+    let acking = tokio::spawn(async move {
+        let mut n = 0;
+        while analyzer.next().await.is_some() {
+            n += 1;
+            analyzer.ack().await;
+        }
+        n
+    });
+    let report = server.shutdown().await;
+    assert_eq!(
+        support::within("analyzer to finish", acking).await.unwrap(),
+        500
+    );
+    assert_eq!(report.stats.delivered, 500);
+    assert!(report.dead_letters.is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_with_a_stalled_analyzer_dead_letters_the_rest() {
+    let server = TestServer::start_with(|c| {
+        c.analyzers.window = 5;
+        c.delivery.shutdown_grace = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut stalled = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+    let payloads: Vec<Vec<u8>> = (0..100).map(|i| format!("m{i}").into_bytes()).collect();
+    let refs: Vec<(u8, &[u8])> = payloads.iter().map(|p| (2u8, p.as_slice())).collect();
+    let mut stream = connect(server.emitters).await;
+    stream.write_all(&frames(&refs)).await.unwrap();
+    server.wait_for("all routed", |s| s.routed == 100).await;
+    // It acks the first 5 and then stalls.
+    stalled.take_and_ack(5).await;
+    server.wait_for("5 delivered", |s| s.delivered == 5).await;
+
+    let report = server.shutdown().await;
+    assert_eq!(report.stats.delivered, 5);
+    assert_eq!(report.stats.dead_lettered, 95);
+    let letters = report.dead_letters;
+    assert_eq!(letters.len(), 95);
+    let mut seen = HashSet::new();
+    for letter in &letters {
+        assert_eq!(letter["priority"], 2);
+        assert!(
+            letter["final_error"].as_str().unwrap().contains("shutdown"),
+            "{letter}"
+        );
+        assert!(letter["failed_at"].as_str().unwrap().ends_with('Z'));
+        seen.insert(letter["message"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 95, "each held message exactly once");
+    drop(stalled);
+}

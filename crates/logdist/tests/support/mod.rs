@@ -1,0 +1,338 @@
+//! Test clients speaking every protocol, and an in-process distributor on
+//! ephemeral 127.0.0.1 ports. Every wait is bounded by [`TIMEOUT`].
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use logdist::config::AckMode;
+use logdist::stats::{Stats, StatsSnapshot};
+use logdist::{Config, Server, ShutdownReport};
+use logdist_router::Router;
+
+use logdist_wire::{
+    FrameDecoder, Message, encode_frame, seed_ack_word, seed_handshake, seed_weight_word,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+
+/// Upper bound on any single wait in these tests.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(TIMEOUT, fut).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {TIMEOUT:?} waiting for {what}"),
+    }
+}
+
+/// A distributor running in this process.
+pub struct TestServer {
+    pub emitters: SocketAddr,
+    pub acked_emitters: SocketAddr,
+    pub analyzers: SocketAddr,
+    pub stats: Arc<Stats>,
+    pub router: Arc<Router>,
+    pub dead_letter_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<ShutdownReport>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A config on ephemeral loopback ports: one plain and one acking emitter
+/// listener, dead letters in a temporary directory.
+pub fn test_config(dir: &tempfile::TempDir) -> Config {
+    let mut config = Config::default();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    config.listeners = vec![
+        logdist::config::ListenerConfig {
+            address: any,
+            ack: AckMode::None,
+        },
+        logdist::config::ListenerConfig {
+            address: any,
+            ack: AckMode::Message,
+        },
+    ];
+    config.analyzers.listen = any;
+    config.delivery.dead_letter_path = dir.path().join("dead.ndjson");
+    config.delivery.shutdown_grace = Duration::from_secs(2);
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dir);
+        adjust(&mut config);
+        config.validate().unwrap();
+        let server = Server::bind(&config).await.unwrap();
+        let addresses = server.addresses();
+        let stats = server.stats();
+        let router = server.router();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            emitters: addresses.listeners[0].address,
+            acked_emitters: addresses.listeners[1].address,
+            analyzers: addresses.analyzers,
+            stats,
+            router,
+            dead_letter_path: config.delivery.dead_letter_path.clone(),
+            stop: Some(stop),
+            handle: Some(handle),
+            _dir: dir,
+        }
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Polls the stats until `done` holds (bounded); the distributor updates them
+    /// per read batch, so this is how a test knows messages reached the queues.
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&StatsSnapshot) -> bool) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let stats = self.stats();
+            if done(&stats) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; stats: {stats:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits (bounded) until the routing table satisfies `done`, e.g. until
+    /// analyzers that just connected are registered.
+    pub async fn wait_for_analyzers(&self, what: &str, done: impl Fn(&[(String, f64)]) -> bool) {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let table = self.router.load();
+            let analyzers: Vec<(String, f64)> = table
+                .analyzers()
+                .iter()
+                .map(|a| (a.id.to_string(), a.weight))
+                .collect();
+            if done(&analyzers) {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; analyzers: {analyzers:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits until exactly `n` analyzers are registered.
+    pub async fn wait_analyzers(&self, n: usize) {
+        self.wait_for_analyzers(&format!("{n} analyzers"), |a| a.len() == n)
+            .await;
+    }
+
+    /// Signals shutdown and waits for it to finish.
+    pub async fn shutdown(mut self) -> Stopped {
+        let _ = self.stop.take().unwrap().send(());
+        let report = within("shutdown", self.handle.take().unwrap())
+            .await
+            .unwrap();
+        let dead_letters = match std::fs::read_to_string(&self.dead_letter_path) {
+            Ok(text) => text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        Stopped {
+            stats: report.stats,
+            dead_letters,
+        }
+    }
+}
+
+/// What a stopped distributor left: its final stats and dead-letter records.
+pub struct Stopped {
+    pub stats: StatsSnapshot,
+    pub dead_letters: Vec<serde_json::Value>,
+}
+
+/// A seed-protocol analyzer: f32 weight handshake, binary frames in, 4-byte
+/// control words out. Acks only when told to.
+pub struct SeedAnalyzer {
+    /// The id the distributor gives it: `analyzer_<its address>`.
+    pub id: String,
+    frames: FramedRead<OwnedReadHalf, FrameDecoder>,
+    writer: OwnedWriteHalf,
+    pub received: u64,
+}
+
+impl SeedAnalyzer {
+    pub async fn connect(server: &TestServer, weight: f32) -> SeedAnalyzer {
+        let stream = TcpStream::connect(server.analyzers).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let id = format!("analyzer_{}", stream.local_addr().unwrap());
+        let (reader, mut writer) = stream.into_split();
+        writer.write_all(&seed_handshake(weight)).await.unwrap();
+        SeedAnalyzer {
+            id,
+            frames: FramedRead::new(reader, FrameDecoder::new(1 << 20)),
+            writer,
+            received: 0,
+        }
+    }
+
+    /// The next message, or None if the distributor closed the connection.
+    pub async fn next(&mut self) -> Option<Message> {
+        let message = within("a message at a seed analyzer", self.frames.next())
+            .await
+            .map(|r| r.unwrap());
+        if message.is_some() {
+            self.received += 1;
+        }
+        message
+    }
+
+    /// Receives `n` messages and acks them all.
+    pub async fn take_and_ack(&mut self, n: usize) -> Vec<Message> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.next().await.expect("connection open"));
+        }
+        self.ack().await;
+        out
+    }
+
+    pub async fn ack(&mut self) {
+        self.writer
+            .write_all(&seed_ack_word(self.received))
+            .await
+            .unwrap();
+    }
+
+    pub async fn set_weight(&mut self, weight: f32) {
+        self.writer
+            .write_all(&seed_weight_word(weight))
+            .await
+            .unwrap();
+    }
+
+    /// Drops the connection without acking what it holds.
+    pub fn kill(self) {}
+}
+
+/// A JSON-hello analyzer.
+pub struct HelloAnalyzer {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    pub received: u64,
+    pub format: &'static str,
+}
+
+impl HelloAnalyzer {
+    /// Connects and returns the distributor's reply line with the analyzer.
+    pub async fn connect(
+        server: &TestServer,
+        id: &str,
+        weight: f64,
+        format: &'static str,
+        acks: bool,
+    ) -> (String, HelloAnalyzer) {
+        let stream = TcpStream::connect(server.analyzers).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (reader, mut writer) = stream.into_split();
+        let hello = serde_json::json!({"id": id, "weight": weight, "format": format, "acks": acks});
+        writer
+            .write_all(format!("{hello}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut reader = BufReader::new(reader);
+        let mut reply = String::new();
+        within("hello reply", reader.read_line(&mut reply))
+            .await
+            .unwrap();
+        (
+            reply,
+            HelloAnalyzer {
+                reader,
+                writer,
+                received: 0,
+                format,
+            },
+        )
+    }
+
+    /// Next NDJSON line (format "ndjson" only).
+    pub async fn next_line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        let n = within(
+            "a line at a hello analyzer",
+            self.reader.read_line(&mut line),
+        )
+        .await
+        .unwrap();
+        if n == 0 {
+            return None;
+        }
+        self.received += 1;
+        Some(line.trim_end_matches('\n').to_string())
+    }
+
+    /// Next binary frame (format "frame" only).
+    pub async fn next_frame(&mut self) -> Option<Message> {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut buf = BytesMut::new();
+        loop {
+            use tokio_util::codec::Decoder;
+            if let Some(m) = decoder.decode(&mut buf).unwrap() {
+                self.received += 1;
+                return Some(m);
+            }
+            // Byte at a time keeps the BufReader as the only buffer.
+            let mut byte = [0u8; 1];
+            use tokio::io::AsyncReadExt;
+            let n = within("a frame at a hello analyzer", self.reader.read(&mut byte))
+                .await
+                .unwrap();
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&byte);
+        }
+    }
+
+    pub async fn ack(&mut self) {
+        let line = format!("{{\"ack\":{}}}\n", self.received);
+        self.writer.write_all(line.as_bytes()).await.unwrap();
+    }
+}
+
+/// Encodes seed binary frames.
+pub fn frames(messages: &[(u8, &[u8])]) -> Bytes {
+    let mut buf = BytesMut::new();
+    for (priority, payload) in messages {
+        encode_frame(*priority, payload, &mut buf);
+    }
+    buf.freeze()
+}
+
+pub async fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = within("connect", TcpStream::connect(addr)).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
