@@ -1,6 +1,7 @@
 //! The unit the router moves: a message plus the little delivery state that
 //! travels with it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use logdist_wire::Message;
@@ -13,11 +14,15 @@ use logdist_wire::Message;
 #[derive(Debug, Clone)]
 pub struct Envelope {
     pub message: Message,
-    /// Delivery attempts that already failed; the distributor dead-letters the
-    /// message once this reaches its `max_attempts`.
-    pub attempts: u8,
     /// When the distributor read the message, for end-to-end latency.
     pub arrived: Instant,
+    /// The analyzers whose connections failed holding this message, oldest
+    /// first; `None` until the first failure, so a healthy path never allocates.
+    #[expect(
+        clippy::box_collection,
+        reason = "a thin pointer keeps the envelope at 64 bytes; a Vec would add 16"
+    )]
+    tried: Option<Box<Vec<Arc<str>>>>,
 }
 
 impl Envelope {
@@ -25,9 +30,25 @@ impl Envelope {
     pub fn new(message: Message) -> Self {
         Envelope {
             message,
-            attempts: 0,
             arrived: Instant::now(),
+            tried: None,
         }
+    }
+
+    /// Records a failed delivery attempt at analyzer `id`.
+    pub fn record_attempt(&mut self, id: &Arc<str>) {
+        self.tried.get_or_insert_default().push(id.clone());
+    }
+
+    /// Delivery attempts that already failed; the distributor dead-letters the
+    /// message once this reaches its `max_attempts`.
+    pub fn attempts(&self) -> usize {
+        self.tried().len()
+    }
+
+    /// The analyzers tried so far, oldest first.
+    pub fn tried(&self) -> &[Arc<str>] {
+        self.tried.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// The priority level the message is queued at (0 is served first).
@@ -44,9 +65,23 @@ mod tests {
     #[test]
     fn new_envelope_is_untried_and_keeps_the_message_priority() {
         let env = Envelope::new(Message::from_frame(Bytes::from_static(b"\0\0\0\x06\x07x")));
-        assert_eq!(env.attempts, 0);
+        assert_eq!(env.attempts(), 0);
         assert_eq!(env.priority(), 7);
         assert!(env.arrived <= Instant::now());
+        assert!(env.tried().is_empty());
+    }
+
+    #[test]
+    fn attempts_remember_the_analyzers_tried() {
+        let mut env = Envelope::new(Message::from_frame(Bytes::from_static(b"\0\0\0\x05\x01")));
+        let a: Arc<str> = Arc::from("a");
+        let b: Arc<str> = Arc::from("b");
+        env.record_attempt(&a);
+        env.record_attempt(&b);
+        env.record_attempt(&a);
+        assert_eq!(env.attempts(), 3);
+        let tried: Vec<&str> = env.tried().iter().map(|id| &**id).collect();
+        assert_eq!(tried, ["a", "b", "a"]);
     }
 
     #[test]

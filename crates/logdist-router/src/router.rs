@@ -8,7 +8,7 @@ use arc_swap::{ArcSwap, Guard};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::{AnalyzerEntry, Cursor, Envelope, PriorityQueues, Routed, RoutingTable};
+use crate::{AnalyzerEntry, Cursor, Envelope, HoldingQueue, PriorityQueues, Routed, RoutingTable};
 
 /// Why a registry change was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,15 +43,45 @@ pub struct Router {
     /// The source of truth the tables are built from.
     registry: Mutex<Vec<AnalyzerEntry>>,
     space: Arc<Notify>,
+    /// Where messages wait while no analyzer can take any (none connected, or
+    /// all draining); see [`Router::with_holding`].
+    holding: Option<Arc<HoldingQueue>>,
+}
+
+/// Where [`Router::route_or_wait`] put an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// In an analyzer's queues.
+    Routed(Routed),
+    /// In the holding queue, because no analyzer could take messages.
+    Held,
 }
 
 impl Router {
+    /// A router without a holding queue: with no analyzer, producers wait.
     pub fn new() -> Self {
         Router {
             table: ArcSwap::from_pointee(RoutingTable::new(Vec::new())),
             registry: Mutex::new(Vec::new()),
             space: Arc::new(Notify::new()),
+            holding: None,
         }
+    }
+
+    /// A router whose [`route_or_wait`](Self::route_or_wait) parks up to
+    /// `capacity` messages in a holding queue while no analyzer has a positive
+    /// weight, and makes producers wait only once that is full too. Someone
+    /// must consume [`holding`](Self::holding) and route what it holds when
+    /// analyzers arrive.
+    pub fn with_holding(capacity: usize) -> Self {
+        let mut router = Router::new();
+        router.holding = Some(Arc::new(HoldingQueue::new(capacity, router.space.clone())));
+        router
+    }
+
+    /// The holding queue, if this router has one.
+    pub fn holding(&self) -> Option<&Arc<HoldingQueue>> {
+        self.holding.as_ref()
     }
 
     /// Notified (`notify_waiters`) whenever room may have appeared for a
@@ -93,6 +123,9 @@ impl Router {
     /// task stops reading the socket while it waits here. Each attempt loads
     /// the current table and takes the cursor's next point.
     ///
+    /// While no analyzer has a positive weight, a router
+    /// [`with_holding`](Self::with_holding) parks the envelope there instead.
+    ///
     /// Gives the envelope back if `give_up` completes first (shutdown), so a
     /// waiting message is never lost with a dropped future.
     pub async fn route_or_wait(
@@ -100,16 +133,25 @@ impl Router {
         cursor: &mut Cursor,
         mut envelope: Envelope,
         give_up: impl Future<Output = ()>,
-    ) -> Result<Routed, Envelope> {
+    ) -> Result<Placed, Envelope> {
         let mut give_up = std::pin::pin!(give_up);
         loop {
             let space = self.space.notified();
             // Bound to a statement of its own so the table guard is dropped
             // before the await (it must not be held across it).
-            let attempt = self.load().route(cursor, envelope);
+            let (attempt, nobody) = {
+                let table = self.load();
+                (table.route(cursor, envelope), table.total_weight() == 0.0)
+            };
             match attempt {
-                Ok(routed) => return Ok(routed),
+                Ok(routed) => return Ok(Placed::Routed(routed)),
                 Err(back) => envelope = back,
+            }
+            if nobody && let Some(holding) = &self.holding {
+                match holding.push(envelope) {
+                    Ok(()) => return Ok(Placed::Held),
+                    Err(refused) => envelope = refused,
+                }
             }
             tokio::select! {
                 _ = space => {}

@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use logdist_router::{Cursor, Envelope, PriorityQueues, Routed, Router};
+use logdist_router::{Cursor, Envelope, Placed, PriorityQueues, Routed, Router};
 use logdist_wire::Message;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -18,7 +18,7 @@ fn envelope(priority: u8) -> Envelope {
     ))
 }
 
-fn spawn_route_or_wait(router: &Arc<Router>, priority: u8) -> JoinHandle<Routed> {
+fn spawn_route_or_wait(router: &Arc<Router>, priority: u8) -> JoinHandle<Placed> {
     let router = router.clone();
     tokio::spawn(async move {
         router
@@ -62,10 +62,10 @@ async fn wakes_when_the_consumer_pops_from_a_full_level() {
         .unwrap();
     assert_eq!(
         routed,
-        Routed {
+        Placed::Routed(Routed {
             analyzer: 0,
             diverted: false
-        }
+        })
     );
     assert_eq!((queues.depth(4), queues.depth(5)), (1, 1));
 }
@@ -166,4 +166,48 @@ async fn giving_up_hands_the_envelope_back() {
         .unwrap()
         .expect_err("nothing to route to");
     assert_eq!(back.priority(), 9);
+}
+
+#[tokio::test]
+async fn with_no_analyzer_messages_are_held_until_the_holding_queue_is_full() {
+    let router = Arc::new(Router::with_holding(2));
+    let mut cursor = Cursor::new(5);
+    for _ in 0..2 {
+        let placed = router
+            .route_or_wait(&mut cursor, envelope(3), std::future::pending())
+            .await
+            .unwrap();
+        assert_eq!(placed, Placed::Held);
+    }
+    // Level 3 of the holding queue is full: the third producer waits...
+    let waiting = spawn_route_or_wait(&router, 3);
+    settle().await;
+    assert!(
+        !waiting.is_finished(),
+        "a full holding queue must push back"
+    );
+    // ...until an analyzer arrives, which takes it directly.
+    let queues = Arc::new(PriorityQueues::new(10, router.space().clone()));
+    router.register("a".into(), 1.0, queues.clone()).unwrap();
+    let placed = timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("not woken by register")
+        .unwrap();
+    assert!(matches!(placed, Placed::Routed(_)), "{placed:?}");
+    let holding = router.holding().unwrap();
+    assert_eq!(holding.len(), 2, "held messages wait for their consumer");
+    assert_eq!(queues.len(), 1);
+}
+
+#[tokio::test]
+async fn a_draining_only_table_holds_too() {
+    let router = Router::with_holding(10);
+    let queues = Arc::new(PriorityQueues::new(10, router.space().clone()));
+    router.register("d".into(), 0.0, queues.clone()).unwrap();
+    let placed = router
+        .route_or_wait(&mut Cursor::new(1), envelope(0), std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(placed, Placed::Held);
+    assert!(queues.is_empty());
 }

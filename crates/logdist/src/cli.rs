@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{AckMode, Config, ConfigError, ListenerConfig};
 
@@ -14,8 +14,51 @@ use crate::config::{AckMode, Config, ConfigError, ListenerConfig};
 /// goes to one analyzer in proportion to the analyzers' weights, through 256
 /// strict-priority queues per analyzer, and is never dropped silently.
 #[derive(Debug, Parser)]
-#[command(name = "logdist", version, about, long_about = None)]
+#[command(name = "logdist", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "logdist=debug").
+    #[arg(long, env = "LOGDIST_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+/// What else logdist can do besides distributing (the default).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with the dead-letter file.
+    #[command(subcommand)]
+    DeadLetter(DeadLetterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// Send dead-lettered messages back into a distributor, each with its
+    /// original priority. Records the distributor accepted are taken out of the
+    /// file; everything else stays. Safe while a distributor writes the file.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The dead-letter file (NDJSON, as written by logdist).
+    #[arg(long)]
+    pub file: PathBuf,
+    /// An emitter listener, host:port (an acking one lets refused records stay in the file).
+    #[arg(long)]
+    pub target: String,
+    /// Give up (keeping every record) if the distributor has not taken all within this.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Running the distributor: config file, then flags and `LOGDIST_*` variables.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
     /// TOML config file (see configs/default.toml). Without one, the defaults
     /// apply: emitters on 0.0.0.0:8080, shipper listener with acks on 0.0.0.0:9000,
     /// analyzers on 0.0.0.0:8081.
@@ -76,13 +119,9 @@ pub struct Cli {
     /// (useful with port 0). Written atomically.
     #[arg(long, env = "LOGDIST_READY_FILE")]
     pub ready_file: Option<PathBuf>,
-
-    /// Log filter, in tracing's EnvFilter syntax (e.g. "info", "logdist=debug").
-    #[arg(long, env = "LOGDIST_LOG", default_value = "info")]
-    pub log: String,
 }
 
-impl Cli {
+impl ServeArgs {
     /// The config file (or defaults) with every given flag and env var applied, validated.
     pub fn load_config(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {
@@ -152,7 +191,7 @@ mod tests {
             "127.0.0.1:0",
         ])
         .unwrap();
-        let config = cli.load_config().unwrap();
+        let config = cli.serve.load_config().unwrap();
         assert_eq!(config.analyzers.window, 99);
         assert_eq!(config.analyzers.queue_capacity, 7);
         assert_eq!(config.listeners.len(), 2);
@@ -160,9 +199,31 @@ mod tests {
     }
 
     #[test]
+    fn replay_is_a_subcommand_and_excludes_server_flags() {
+        let cli = Cli::try_parse_from([
+            "logdist",
+            "dead-letter",
+            "replay",
+            "--file",
+            "d.ndjson",
+            "--target",
+            "127.0.0.1:8080",
+        ])
+        .unwrap();
+        let Some(Command::DeadLetter(DeadLetterCommand::Replay(args))) = cli.command else {
+            panic!("not parsed as replay");
+        };
+        assert_eq!(args.target, "127.0.0.1:8080");
+        assert_eq!(args.timeout, Duration::from_secs(60));
+        assert!(
+            Cli::try_parse_from(["logdist", "--window", "5", "dead-letter", "replay"]).is_err()
+        );
+    }
+
+    #[test]
     fn missing_file_is_a_clear_error() {
         let cli = Cli::try_parse_from(["logdist", "--config", "/nonexistent/x.toml"]).unwrap();
-        let err = cli.load_config().unwrap_err().to_string();
+        let err = cli.serve.load_config().unwrap_err().to_string();
         assert!(err.contains("/nonexistent/x.toml"), "{err}");
     }
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use logdist_wire::MAX_FRAME_BYTES_CEILING;
+use logdist_wire::{AnalyzerFormat, MAX_FRAME_BYTES_CEILING};
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -55,8 +55,40 @@ pub struct AnalyzersConfig {
     pub queue_capacity: usize,
     /// Most messages sent to one analyzer connection and not yet acknowledged.
     pub window: usize,
+    /// No ack progress for this long while messages are unacknowledged (beyond
+    /// the analyzer's usual ack stride) declares the analyzer stalled.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
+    /// First reconnect delay for static analyzers; doubles per failure.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay for static analyzers (delays are jittered in [0, d]).
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// How often a connected static analyzer's address is probed with a TCP
+    /// connect; "0s" turns probing off.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+    /// Analyzers the distributor dials out to.
+    #[serde(rename = "static")]
+    pub statics: Vec<StaticAnalyzerConfig>,
+}
+
+/// An analyzer at a fixed address that the distributor connects to.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAnalyzerConfig {
+    pub id: String,
+    pub address: String,
+    pub weight: f64,
+    #[serde(default)]
+    pub format: AnalyzerFormat,
+    #[serde(default = "yes")]
+    pub acks: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -68,6 +100,12 @@ pub struct DeliveryConfig {
     /// How long shutdown waits for queued messages to reach analyzers.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Most messages held while no analyzer can take any; beyond it, emitters
+    /// feel backpressure.
+    pub hold_capacity: usize,
+    /// Held messages older than this are dead-lettered; absent (the default) = never.
+    #[serde(with = "humantime_serde::option")]
+    pub hold_timeout: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -133,6 +171,10 @@ impl Default for AnalyzersConfig {
             queue_capacity: 1000,
             window: 4096,
             ack_timeout: Duration::from_secs(30),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+            probe_interval: Duration::from_secs(10),
+            statics: Vec::new(),
         }
     }
 }
@@ -143,6 +185,8 @@ impl Default for DeliveryConfig {
             max_attempts: 4,
             dead_letter_path: PathBuf::from("failed_messages.ndjson"),
             shutdown_grace: Duration::from_secs(5),
+            hold_capacity: 10_000,
+            hold_timeout: None,
         }
     }
 }
@@ -251,6 +295,41 @@ impl Config {
         if self.analyzers.ack_timeout.is_zero() {
             return Err(invalid("analyzers.ack_timeout", "must be longer than 0s"));
         }
+        if self.analyzers.reconnect_min.is_zero()
+            || self.analyzers.reconnect_max < self.analyzers.reconnect_min
+        {
+            return Err(invalid(
+                "analyzers.reconnect_min",
+                "must be above 0s and at most analyzers.reconnect_max",
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for analyzer in &self.analyzers.statics {
+            if analyzer.id.is_empty() || !ids.insert(analyzer.id.as_str()) {
+                return Err(invalid(
+                    "analyzers.static.id",
+                    format!("must be non-empty and unique, got {:?}", analyzer.id),
+                ));
+            }
+            if !(analyzer.weight.is_finite() && analyzer.weight >= 0.0) {
+                return Err(invalid(
+                    "analyzers.static.weight",
+                    format!("must be a finite number >= 0 (analyzer {})", analyzer.id),
+                ));
+            }
+            if analyzer.address.is_empty() {
+                return Err(invalid(
+                    "analyzers.static.address",
+                    format!("must be host:port (analyzer {})", analyzer.id),
+                ));
+            }
+        }
+        if self.delivery.hold_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(invalid(
+                "delivery.hold_timeout",
+                "must be longer than 0s (leave it out to disable)",
+            ));
+        }
         if self.delivery.max_attempts == 0 {
             return Err(invalid("delivery.max_attempts", "must be at least 1"));
         }
@@ -339,6 +418,39 @@ interval = "1s"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/default.toml");
         let config = Config::from_file(&path).unwrap();
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn static_analyzers_parse_with_defaults() {
+        let text = r#"
+[[analyzers.static]]
+id = "a1"
+address = "127.0.0.1:9501"
+weight = 0.4
+
+[[analyzers.static]]
+id = "a2"
+address = "localhost:9502"
+weight = 0.6
+format = "ndjson"
+acks = false
+"#;
+        let config = Config::from_toml(text).unwrap();
+        config.validate().unwrap();
+        let statics = &config.analyzers.statics;
+        assert_eq!(statics.len(), 2);
+        assert_eq!(statics[0].format, AnalyzerFormat::Frame);
+        assert!(statics[0].acks);
+        assert_eq!(statics[1].format, AnalyzerFormat::Ndjson);
+        assert!(!statics[1].acks);
+
+        let dup = text.replace("\"a2\"", "\"a1\"");
+        let err = Config::from_toml(&dup)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("analyzers.static.id"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! and so a burst of dead letters is batched into few writes.
 
 use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -46,8 +46,9 @@ pub struct DeadLetterFile {
 }
 
 impl DeadLetterFile {
-    /// Starts the writer. The file is opened (appending) at the first dead letter,
-    /// so a distributor that never dead-letters leaves no file behind.
+    /// Starts the writer. The file is opened (appending) for each batch of dead
+    /// letters: a distributor that never dead-letters leaves no file behind,
+    /// and `logdist dead-letter replay` can move the file aside safely.
     pub fn start(path: PathBuf, stats: Arc<Stats>) -> DeadLetterFile {
         let (tx, rx) = channel();
         let thread = std::thread::Builder::new()
@@ -100,7 +101,9 @@ struct Record<'a> {
     payload_b64: Option<String>,
     origin: &'static str,
     priority: u8,
-    attempts: u8,
+    attempts: usize,
+    /// The analyzers whose connections failed holding it, oldest first.
+    analyzers: Vec<&'a str>,
     final_error: &'a str,
     failed_at: String,
 }
@@ -113,54 +116,41 @@ enum MessageField<'a> {
 }
 
 fn write_loop(path: PathBuf, rx: Receiver<Command>, stats: &Stats) {
-    let mut out: Option<BufWriter<std::fs::File>> = None;
-    let mut line = Vec::with_capacity(1024);
+    let mut text = Vec::with_capacity(4096);
     let mut closing = false;
     while !closing {
-        let mut batch = Vec::new();
+        let mut count = 0u64;
+        text.clear();
         for command in std::iter::once(rx.recv()).chain(rx.try_iter().map(Ok)) {
             match command {
-                Ok(Command::Write(letter)) => batch.push(letter),
+                Ok(Command::Write(letter)) => {
+                    encode(&letter, &mut text);
+                    count += 1;
+                }
                 Ok(Command::Close) | Err(_) => {
                     closing = true;
                     break;
                 }
             }
         }
-        if batch.is_empty() {
+        if count == 0 {
             continue;
         }
-        if out.is_none() {
-            match OpenOptions::new().create(true).append(true).open(&path) {
-                Ok(file) => out = Some(BufWriter::new(file)),
-                Err(err) => {
-                    tracing::error!(path = %path.display(), %err, lost = batch.len(), "cannot open dead-letter file");
-                    stats.dead_letter_failures.add(batch.len() as u64);
-                    continue;
-                }
-            }
-        }
-        let writer = out.as_mut().expect("opened above");
-        let mut written = 0u64;
-        let mut result = Ok(());
-        for letter in &batch {
-            line.clear();
-            encode(letter, &mut line);
-            result = writer.write_all(&line);
-            if result.is_err() {
-                break;
-            }
-            written += 1;
-        }
-        let result = result.and_then(|()| writer.flush());
-        match result {
-            Ok(()) => stats.dead_lettered.add(written),
+        match append(&path, &text) {
+            Ok(()) => stats.dead_lettered.add(count),
             Err(err) => {
-                tracing::error!(path = %path.display(), %err, lost = batch.len(), "cannot write dead-letter file");
-                stats.dead_letter_failures.add(batch.len() as u64);
+                tracing::error!(path = %path.display(), %err, lost = count, "cannot write dead-letter file");
+                stats.dead_letter_failures.add(count);
             }
         }
     }
+}
+
+/// Appends and syncs: a dead letter is the last copy of a message.
+fn append(path: &PathBuf, text: &[u8]) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(text)?;
+    file.sync_data()
 }
 
 fn encode(letter: &DeadLetter, out: &mut Vec<u8>) {
@@ -187,7 +177,8 @@ fn encode(letter: &DeadLetter, out: &mut Vec<u8>) {
         payload_b64,
         origin,
         priority: message.priority(),
-        attempts: letter.envelope.attempts,
+        attempts: letter.envelope.attempts(),
+        analyzers: letter.envelope.tried().iter().map(|id| &**id).collect(),
         final_error: &letter.final_error,
         failed_at: humantime::format_rfc3339_millis(letter.failed_at).to_string(),
     };

@@ -41,23 +41,40 @@ impl Redelivery {
         }
     }
 
-    /// Counts one more attempt on each envelope and reroutes it to the analyzers
-    /// still connected, or dead-letters it once it has had `max_attempts`.
-    /// `envelopes` should be in priority order; rerouting keeps that order.
-    pub fn hand_back(&self, envelopes: Vec<Envelope>, error: Arc<str>) {
-        let mut retry = Vec::with_capacity(envelopes.len());
+    /// Gives another chance to what a failed connection to `analyzer` held:
+    /// `unacked` messages were written to it, so they count an attempt (and
+    /// remember the analyzer); `queued` ones never reached it and do not.
+    /// Messages that have had `max_attempts` go to the dead-letter file; the
+    /// rest are rerouted to the analyzers still connected, most urgent first.
+    pub fn hand_back(
+        &self,
+        analyzer: &Arc<str>,
+        unacked: Vec<Envelope>,
+        queued: Vec<Envelope>,
+        error: Arc<str>,
+    ) {
         let stopping = self.hard_stop.is_cancelled();
-        for mut env in envelopes {
-            env.attempts = env.attempts.saturating_add(1);
-            if stopping || env.attempts >= self.max_attempts {
+        let mut retry = Vec::with_capacity(unacked.len() + queued.len());
+        for mut env in unacked {
+            env.record_attempt(analyzer);
+            if env.attempts() >= usize::from(self.max_attempts) {
                 self.dead_letters.send(env, error.clone());
             } else {
                 retry.push(env);
             }
         }
+        retry.extend(queued);
+        if stopping {
+            for env in retry {
+                self.dead_letters.send(env, error.clone());
+            }
+            return;
+        }
         if retry.is_empty() {
             return;
         }
+        // Stable: unacked messages went out first, so they stay first per level.
+        retry.sort_by_key(Envelope::priority);
         self.stats.redelivered.add(retry.len() as u64);
         let this = self.clone();
         self.tasks.spawn(async move {
@@ -66,10 +83,7 @@ impl Redelivery {
             for env in retry {
                 let give_up = this.hard_stop.cancelled();
                 match this.router.route_or_wait(&mut cursor, env, give_up).await {
-                    Ok(routed) => {
-                        this.stats.routed.add(1);
-                        this.stats.diverted.add(routed.diverted as u64);
-                    }
+                    Ok(placed) => this.stats.count(placed),
                     Err(env) => this.dead_letters.send(env, shutdown_error.clone()),
                 }
             }

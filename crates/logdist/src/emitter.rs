@@ -8,9 +8,10 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::BytesMut;
-use logdist_router::{Cursor, Envelope};
+use logdist_router::{Cursor, Envelope, Placed};
 use logdist_wire::{Decoded, IngestDecoder, RejectReason, Rejection, error_reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -40,6 +41,7 @@ pub struct EmitterConnection {
 struct Tally {
     accepted: u64,
     routed: u64,
+    held: u64,
     diverted: u64,
     rejected: Vec<RejectReason>,
     /// Reasons already logged at warn level on this connection: the first of
@@ -159,10 +161,24 @@ impl EmitterConnection {
     ) -> Result<(), End> {
         self.tally.accepted += 1;
         let give_up = shared.shutdown.hard_stop.cancelled();
-        match shared.router.route_or_wait(cursor, env, give_up).await {
-            Ok(routed) => {
+        let placing = shared.router.route_or_wait(cursor, env, give_up);
+        tokio::pin!(placing);
+        let placed = match futures_util::poll!(&mut placing) {
+            Poll::Ready(placed) => placed,
+            Poll::Pending => {
+                // Backpressure: this may wait long, so publish the counts first.
+                self.flush_tally(shared);
+                placing.await
+            }
+        };
+        match placed {
+            Ok(Placed::Routed(routed)) => {
                 self.tally.routed += 1;
-                self.tally.diverted += routed.diverted as u64;
+                self.tally.diverted += u64::from(routed.diverted);
+                Ok(())
+            }
+            Ok(Placed::Held) => {
+                self.tally.held += 1;
                 Ok(())
             }
             Err(env) => {
@@ -200,6 +216,7 @@ impl EmitterConnection {
         let t = &mut self.tally;
         shared.stats.accepted.add(t.accepted);
         shared.stats.routed.add(t.routed);
+        shared.stats.held.add(t.held);
         shared.stats.diverted.add(t.diverted);
         for reason in t.rejected.drain(..) {
             shared.stats.reject(reason, 1);
@@ -208,6 +225,7 @@ impl EmitterConnection {
         t.total_accepted += t.accepted;
         t.accepted = 0;
         t.routed = 0;
+        t.held = 0;
         t.diverted = 0;
     }
 }

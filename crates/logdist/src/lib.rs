@@ -12,6 +12,8 @@ pub mod config;
 pub mod dead_letter;
 pub mod delivery;
 pub mod emitter;
+pub mod holding;
+pub mod replay;
 pub mod server;
 pub mod shutdown;
 pub mod stats;

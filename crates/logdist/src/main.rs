@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use logdist::Server;
-use logdist::cli::Cli;
+use logdist::cli::{Cli, Command, DeadLetterCommand, ReplayArgs, ServeArgs};
 use logdist::server::write_ready_file;
 use tracing_subscriber::EnvFilter;
 
@@ -20,13 +20,6 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let config = match cli.load_config() {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("logdist: {err}");
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -34,7 +27,45 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    match cli.command {
+        Some(Command::DeadLetter(DeadLetterCommand::Replay(args))) => {
+            runtime.block_on(replay(args))
+        }
+        None => runtime.block_on(serve(cli.serve)),
+    }
+}
+
+async fn replay(args: ReplayArgs) -> ExitCode {
+    match logdist::replay::replay(&args.file, &args.target, args.timeout).await {
+        Ok(report) => {
+            println!(
+                "replayed {} dead letters from {}; {} kept in the file",
+                report.replayed,
+                args.file.display(),
+                report.kept
+            );
+            if report.kept == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("logdist: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args.load_config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("logdist: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    {
         let server = match Server::bind(&config).await {
             Ok(server) => server,
             Err(err) => {
@@ -42,7 +73,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if let Some(path) = &cli.ready_file
+        if let Some(path) = &args.ready_file
             && let Err(err) = write_ready_file(path, &server.addresses())
         {
             eprintln!("logdist: cannot write ready file {}: {err}", path.display());
@@ -64,7 +95,7 @@ fn main() -> ExitCode {
         } else {
             ExitCode::SUCCESS
         }
-    })
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -14,10 +14,12 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::analyzer;
-use crate::config::{AckMode, Config};
+use crate::analyzer::directory::Directory;
+use crate::config::{AckMode, Config, StaticAnalyzerConfig};
 use crate::dead_letter::DeadLetterFile;
 use crate::delivery::Redelivery;
 use crate::emitter::EmitterConnection;
+use crate::holding::release_held;
 use crate::shutdown::Shutdown;
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -25,12 +27,17 @@ use crate::stats::{Stats, StatsSnapshot};
 pub struct Shared {
     pub router: Arc<Router>,
     pub stats: Arc<Stats>,
+    pub directory: Directory,
     pub redelivery: Redelivery,
     pub shutdown: Shutdown,
     pub limits: IngestLimits,
     pub priorities: Arc<PriorityTable>,
     pub queue_capacity: usize,
     pub window: usize,
+    pub ack_timeout: Duration,
+    pub probe_interval: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
 }
 
 /// A distributor whose listeners are bound (so their ports are known) but not yet serving.
@@ -41,6 +48,8 @@ pub struct Server {
     dead_letters: DeadLetterFile,
     max_connections: usize,
     grace: Duration,
+    statics: Vec<StaticAnalyzerConfig>,
+    hold_timeout: Option<Duration>,
 }
 
 /// The addresses a bound [`Server`] listens on.
@@ -74,7 +83,7 @@ impl Server {
         let analyzer_listener = bind(config.analyzers.listen, "analyzer").await?;
 
         let stats = Arc::new(Stats::default());
-        let router = Arc::new(Router::new());
+        let router = Arc::new(Router::with_holding(config.delivery.hold_capacity));
         let shutdown = Shutdown::default();
         let dead_letters =
             DeadLetterFile::start(config.delivery.dead_letter_path.clone(), stats.clone());
@@ -87,8 +96,17 @@ impl Server {
         );
         let priorities =
             PriorityTable::new(config.priorities.levels.clone(), config.priorities.default);
+        let directory = Directory::new(stats.clone());
+        for analyzer in &config.analyzers.statics {
+            directory.add_static(
+                &Arc::from(analyzer.id.as_str()),
+                &analyzer.address,
+                analyzer.weight,
+            );
+        }
         let shared = Arc::new(Shared {
             router,
+            directory,
             stats,
             redelivery,
             shutdown,
@@ -100,6 +118,10 @@ impl Server {
             priorities: Arc::new(priorities),
             queue_capacity: config.analyzers.queue_capacity,
             window: config.analyzers.window,
+            ack_timeout: config.analyzers.ack_timeout,
+            probe_interval: config.analyzers.probe_interval,
+            reconnect_min: config.analyzers.reconnect_min,
+            reconnect_max: config.analyzers.reconnect_max,
         });
         Ok(Server {
             shared,
@@ -108,6 +130,8 @@ impl Server {
             dead_letters,
             max_connections: config.limits.max_connections,
             grace: config.delivery.shutdown_grace,
+            statics: config.analyzers.statics.clone(),
+            hold_timeout: config.delivery.hold_timeout,
         })
     }
 
@@ -136,6 +160,11 @@ impl Server {
         self.shared.router.clone()
     }
 
+    /// Shared state, for in-process tests and the admin API.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// Serves until `signal` completes, then shuts down gracefully: stop
     /// accepting, route what emitters already sent, drain analyzer queues for up
     /// to the grace period, and dead-letter whatever is still held.
@@ -160,6 +189,10 @@ impl Server {
             shared.clone(),
             analyzers.clone(),
         )));
+        for config in self.statics {
+            analyzers.spawn(analyzer::run_static(config, shared.clone()));
+        }
+        let holding = tokio::spawn(release_held(shared.clone(), self.hold_timeout));
 
         signal.await;
         let deadline = tokio::time::Instant::now() + self.grace;
@@ -179,9 +212,11 @@ impl Server {
         shared.shutdown.drain.cancel();
         analyzers.close();
         analyzers.wait().await;
-        // Every session is gone: whatever is still being rerouted has nowhere to go.
+        // Every session is gone: whatever is still held or being rerouted has
+        // nowhere to go but the dead-letter file.
         shared.shutdown.hard_stop.cancel();
         grace_timer.abort();
+        let _ = holding.await;
         shared.redelivery.settled().await;
 
         let dead_letters = self.dead_letters;
@@ -256,7 +291,8 @@ async fn accept_analyzers(listener: TcpListener, shared: Arc<Shared>, tasks: Tas
             },
             _ = shared.shutdown.stop_accepting.cancelled() => return,
         };
-        tasks.spawn(analyzer::serve(stream, peer, shared.clone()));
+        tracing::debug!(%peer, "analyzer connection");
+        tasks.spawn(analyzer::serve_dial_in(stream, shared.clone()));
     }
 }
 

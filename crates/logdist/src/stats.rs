@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
+use logdist_router::Placed;
 use logdist_wire::RejectReason;
 use serde::Serialize;
 
@@ -35,6 +36,8 @@ pub struct Stats {
     pub connections_refused: Counter,
     /// Messages put into an analyzer queue (first attempt or redelivery).
     pub routed: Counter,
+    /// Messages parked in the holding queue because no analyzer could take any.
+    pub held: Counter,
     /// Of those, messages that went to another analyzer because the picked one was full.
     pub diverted: Counter,
     /// Messages acknowledged by an analyzer (or written, for analyzers without acks).
@@ -45,9 +48,22 @@ pub struct Stats {
     pub dead_lettered: Counter,
     /// Messages that could not even be written to the dead-letter file (logged).
     pub dead_letter_failures: Counter,
+    /// Analyzer health transitions (healthy, unhealthy, draining).
+    pub health_changes: Counter,
 }
 
 impl Stats {
+    /// Counts where the router put a message.
+    pub fn count(&self, placed: Placed) {
+        match placed {
+            Placed::Routed(routed) => {
+                self.routed.add(1);
+                self.diverted.add(u64::from(routed.diverted));
+            }
+            Placed::Held => self.held.add(1),
+        }
+    }
+
     pub fn reject(&self, reason: RejectReason, n: u64) {
         self.rejected[reason as usize].add(n);
     }
@@ -62,11 +78,13 @@ impl Stats {
             bad_length_closes: self.bad_length_closes.get(),
             connections_refused: self.connections_refused.get(),
             routed: self.routed.get(),
+            held: self.held.get(),
             diverted: self.diverted.get(),
             delivered: self.delivered.get(),
             redelivered: self.redelivered.get(),
             dead_lettered: self.dead_lettered.get(),
             dead_letter_failures: self.dead_letter_failures.get(),
+            health_changes: self.health_changes.get(),
         }
     }
 }
@@ -79,11 +97,13 @@ pub struct StatsSnapshot {
     pub bad_length_closes: u64,
     pub connections_refused: u64,
     pub routed: u64,
+    pub held: u64,
     pub diverted: u64,
     pub delivered: u64,
     pub redelivered: u64,
     pub dead_lettered: u64,
     pub dead_letter_failures: u64,
+    pub health_changes: u64,
 }
 
 impl StatsSnapshot {

@@ -1,6 +1,7 @@
 //! The first thing an analyzer says decides who it is and how it wants messages.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -9,21 +10,11 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
+use super::Introduction;
+use super::directory::Link;
+
 /// How long a new analyzer connection may take to introduce itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Who an analyzer is, from its handshake.
-#[derive(Debug)]
-pub struct Introduction {
-    pub id: String,
-    pub weight: f64,
-    pub format: AnalyzerFormat,
-    pub acks: bool,
-    /// Seed analyzers get no reply line; JSON-hello analyzers wait for one.
-    pub replies: bool,
-    /// Seed analyzers speak 4-byte control words; JSON-hello analyzers speak lines.
-    pub seed_control: bool,
-}
 
 /// A handshake that was refused.
 pub struct Refusal {
@@ -80,20 +71,24 @@ pub async fn read_handshake(
     };
     let intro = match handshake {
         Handshake::Seed { weight } => Introduction {
-            id: format!("analyzer_{peer}"),
+            id: Arc::from(format!("analyzer_{peer}")),
             weight: f64::from(weight),
             format: AnalyzerFormat::Frame,
             acks: true,
             replies: false,
             seed_control: true,
+            link: Link::DialIn,
+            address: peer.to_string(),
         },
         Handshake::Hello(hello) => Introduction {
-            id: hello.id,
+            id: Arc::from(hello.id),
             weight: hello.weight,
             format: hello.format,
             acks: hello.acks,
             replies: true,
             seed_control: false,
+            link: Link::DialIn,
+            address: peer.to_string(),
         },
     };
     Ok((intro, framed, writer))

@@ -1,25 +1,49 @@
-//! Analyzers that dial in: handshake, registration in the routing tree, the
-//! session, and handing back what a failed session held.
+//! Analyzers: the ones that dial in (handshake first) and the static ones the
+//! distributor dials out to share one path from registration to hand-back.
 
+pub mod directory;
 mod handshake;
 mod session;
+mod static_link;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use logdist_router::PriorityQueues;
-use logdist_wire::{JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok};
+use logdist_wire::{AnalyzerFormat, JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::codec::FramedRead;
 
 use crate::server::Shared;
+use directory::Link;
 use handshake::read_handshake;
 use session::{AckState, AnalyzerSession, read_control};
+pub use static_link::run_static;
 
-/// Serves one analyzer connection from handshake to hand-back.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Who an analyzer is and how it wants to be spoken to.
+#[derive(Debug)]
+pub struct Introduction {
+    pub id: Arc<str>,
+    pub weight: f64,
+    pub format: AnalyzerFormat,
+    pub acks: bool,
+    /// JSON-hello analyzers wait for a status line before messages flow.
+    pub replies: bool,
+    /// Seed-style 4-byte control words back (else JSON lines).
+    pub seed_control: bool,
+    pub link: Link,
+    pub address: String,
+}
+
+/// Serves one analyzer that connected to the analyzer listener.
+pub async fn serve_dial_in(stream: TcpStream, shared: Arc<Shared>) {
+    let peer = match stream.peer_addr() {
+        Ok(peer) => peer,
+        Err(_) => return,
+    };
     let _ = stream.set_nodelay(true);
-    let (intro, framed, mut writer) = match read_handshake(stream, peer).await {
+    let (intro, framed, writer) = match read_handshake(stream, peer).await {
         Ok(found) => found,
         Err(refusal) => {
             tracing::warn!(%peer, reason = %refusal.reason, "analyzer connection refused");
@@ -29,7 +53,20 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             return;
         }
     };
-    let id: Arc<str> = Arc::from(intro.id.as_str());
+    attach(intro, framed, writer, &shared).await;
+}
+
+/// Runs a connected analyzer: joins the routing table, streams until the
+/// connection ends, leaves the table, and hands back what it held. `reader`
+/// may hold bytes that followed a handshake; they are the start of the
+/// control stream. Returns whether the analyzer was accepted at all.
+pub async fn attach<D>(
+    intro: Introduction,
+    reader: FramedRead<OwnedReadHalf, D>,
+    mut writer: OwnedWriteHalf,
+    shared: &Arc<Shared>,
+) -> bool {
+    let id = intro.id.clone();
     let queues = Arc::new(PriorityQueues::new(
         shared.queue_capacity,
         shared.router.space().clone(),
@@ -38,67 +75,83 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         .router
         .register(id.clone(), intro.weight, queues.clone())
     {
-        tracing::warn!(%peer, analyzer = %id, %err, "analyzer refused");
+        tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer refused");
         if intro.replies {
             let _ = writer.write_all(&error_reply(&err.to_string())).await;
         }
-        return;
+        return false;
     }
     if intro.replies
         && let Err(err) = writer.write_all(hello_ok()).await
     {
-        tracing::warn!(%peer, analyzer = %id, %err, "analyzer left during handshake");
+        tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer left during handshake");
         shared.router.unregister(&id);
-        return;
+        return false;
     }
+    let delivered = shared
+        .directory
+        .connected(&id, intro.link, &intro.address, intro.weight);
     tracing::info!(
-        %peer, analyzer = %id, weight = intro.weight, format = ?intro.format, acks = intro.acks,
+        address = %intro.address, analyzer = %id, weight = intro.weight,
+        format = ?intro.format, acks = intro.acks, link = ?intro.link,
         "analyzer connected"
     );
 
-    let state = Arc::new(AckState::default());
+    let state = Arc::new(AckState::new(intro.acks));
     let control = if intro.seed_control {
-        let framed = framed.map_decoder(|_| SeedControlDecoder);
+        let reader = reader.map_decoder(|_| SeedControlDecoder);
         tokio::spawn(read_control(
-            framed,
+            reader,
             id.clone(),
             state.clone(),
             shared.clone(),
         ))
     } else {
-        let framed = framed.map_decoder(|_| JsonControlDecoder::default());
+        let reader = reader.map_decoder(|_| JsonControlDecoder::new());
         tokio::spawn(read_control(
-            framed,
+            reader,
             id.clone(),
             state.clone(),
             shared.clone(),
         ))
+    };
+    let probe = match (intro.link, shared.probe_interval.is_zero()) {
+        (Link::Static, false) => Some(tokio::spawn(static_link::probe(
+            intro.address.clone(),
+            shared.probe_interval,
+            state.clone(),
+        ))),
+        _ => None,
     };
     let session = AnalyzerSession {
         format: intro.format,
         acks: intro.acks,
         queues,
         window_capacity: shared.window,
+        ack_timeout: shared.ack_timeout,
         state,
+        delivered,
     };
-    // Out of the tree first, so no new message is routed to a closing session;
-    // the session's own close of its queues catches any push already under way.
-    let end = {
-        let end = session.run(writer, &shared).await;
-        shared.router.unregister(&id);
-        end
-    };
+    let end = session.run(writer, shared).await;
+    shared.router.unregister(&id);
     control.abort();
-    let held = end.held.len();
+    if let Some(probe) = probe {
+        probe.abort();
+    }
+    shared.directory.disconnected(&id, &end.reason, end.failure);
+
+    let held = end.unacked.len() + end.queued.len();
     if held == 0 {
         tracing::info!(analyzer = %id, delivered = end.delivered, reason = %end.reason, "analyzer disconnected");
     } else {
         tracing::warn!(
-            analyzer = %id, delivered = end.delivered, handed_back = held, reason = %end.reason,
+            analyzer = %id, delivered = end.delivered, unacked = end.unacked.len(),
+            queued = end.queued.len(), reason = %end.reason,
             "analyzer disconnected holding messages; rerouting them"
         );
         shared
             .redelivery
-            .hand_back(end.held, Arc::from(end.reason.as_str()));
+            .hand_back(&id, end.unacked, end.queued, Arc::from(end.reason.as_str()));
     }
+    true
 }

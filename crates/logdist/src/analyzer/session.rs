@@ -6,11 +6,20 @@
 //! task reads the analyzer's control stream (acks, weight changes) and tells the
 //! writer through [`AckState`]. When the connection ends, everything queued or
 //! unacknowledged is handed back for another attempt elsewhere.
+//!
+//! Stalls: an analyzer is declared stalled when no ack has arrived for
+//! `ack_timeout` while messages are unacknowledged *and* it has either never
+//! acked or holds more unacked messages than the largest stride it ever acked
+//! by. Seed analyzers ack every N messages, so up to N-1 can sit unacked for
+//! as long as traffic is quiet: that tail is normal, not a stall. A write that
+//! makes no progress for `ack_timeout` (the analyzer stopped reading) is a
+//! stall too.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -20,9 +29,12 @@ use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 
 use crate::server::Shared;
+use crate::stats::Counter;
 
 /// Most bytes encoded into one write; enough to amortize the syscall, small
 /// enough to keep a high-priority arrival from waiting long behind a batch.
@@ -31,21 +43,41 @@ const BATCH_BYTES: usize = 256 * 1024;
 const MAX_IOVECS: usize = 512;
 
 /// What the control reader tells the writer.
-#[derive(Default)]
 pub struct AckState {
+    /// Analyzers that said `acks: false` get no window; their acks are ignored.
+    acks: bool,
     /// Messages handed to the socket so far (counted before the write, so an
     /// ack racing the write's completion is never taken for a lie).
     sent: AtomicU64,
     /// Messages the analyzer has acknowledged so far.
     acked: AtomicU64,
-    /// Why the control stream ended, once it has.
+    /// The largest number of messages one ack has covered: the analyzer's
+    /// ack stride, as far as it has shown it.
+    max_stride: AtomicU64,
+    /// Why the session must end, once it must.
     closed: Mutex<Option<String>>,
+    /// Cancelled together with `closed`, so even a blocked write stops.
+    closing: CancellationToken,
     changed: Notify,
 }
 
 impl AckState {
-    fn close(&self, reason: String) {
+    pub fn new(acks: bool) -> Self {
+        AckState {
+            acks,
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            max_stride: AtomicU64::new(0),
+            closed: Mutex::new(None),
+            closing: CancellationToken::new(),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Ends the session (first reason wins).
+    pub fn close(&self, reason: String) {
         self.closed.lock().get_or_insert(reason);
+        self.closing.cancel();
         self.changed.notify_one();
     }
 
@@ -55,6 +87,9 @@ impl AckState {
 
     /// Applies a cumulative ack of `total` messages.
     fn ack_total(&self, total: u64) -> Result<(), String> {
+        if !self.acks {
+            return Ok(());
+        }
         let sent = self.sent.load(Ordering::Acquire);
         let acked = self.acked.load(Ordering::Acquire);
         if total > sent {
@@ -65,6 +100,7 @@ impl AckState {
         if total < acked {
             return Err(format!("ack went backwards from {acked} to {total}"));
         }
+        self.max_stride.fetch_max(total - acked, Ordering::Relaxed);
         self.acked.store(total, Ordering::Release);
         self.changed.notify_one();
         Ok(())
@@ -102,6 +138,7 @@ pub async fn read_control<R, D>(
             Some(Ok(Control::Weight(weight))) => match shared.router.set_weight(&id, weight) {
                 Ok(()) => {
                     tracing::info!(analyzer = %id, weight, "analyzer changed its weight");
+                    shared.directory.weight_changed(&id, weight);
                     Ok(())
                 }
                 Err(err) => Err(format!("weight update refused: {err}")),
@@ -120,14 +157,21 @@ pub struct AnalyzerSession {
     pub acks: bool,
     pub queues: Arc<PriorityQueues>,
     pub window_capacity: usize,
+    pub ack_timeout: Duration,
     pub state: Arc<AckState>,
+    /// This analyzer's delivery counter in the directory.
+    pub delivered: Arc<Counter>,
 }
 
 /// Why a session ended, and what it still held.
 pub struct SessionEnd {
     pub reason: String,
-    /// Queued or unacknowledged messages, for redelivery.
-    pub held: Vec<Envelope>,
+    /// Whether the end was a failure (not a clean close or shutdown drain).
+    pub failure: bool,
+    /// Written to the analyzer but not acknowledged: these were tried.
+    pub unacked: Vec<Envelope>,
+    /// Still queued, never written.
+    pub queued: Vec<Envelope>,
     pub delivered: u64,
 }
 
@@ -138,24 +182,28 @@ impl AnalyzerSession {
         // Acks seen so far; `window` holds messages `released..sent`.
         let mut released: u64 = 0;
         let mut delivered: u64 = 0;
+        // When the analyzer last showed progress on what it holds: an ack, or
+        // the window filling from empty.
+        let mut last_progress = Instant::now();
         let mut batch = OutboundBatch::new();
         let mut pending: Vec<Envelope> = Vec::new();
         let shutdown = &shared.shutdown;
+        let holding = shared.router.holding();
 
-        let reason = loop {
+        let (reason, failure) = loop {
             let acked = self.state.acked.load(Ordering::Acquire);
             let newly = acked - released;
             if newly > 0 {
                 window.drain(..newly as usize);
                 released = acked;
-                delivered += newly;
-                shared.stats.delivered.add(newly);
+                self.count_delivered(shared, newly, &mut delivered);
+                last_progress = Instant::now();
             }
             if let Some(reason) = self.state.closed_reason() {
-                break reason;
+                break (reason, true);
             }
             if shutdown.hard_stop.is_cancelled() {
-                break "shutdown: grace period over".to_string();
+                break ("shutdown: grace period over".to_string(), false);
             }
 
             let room = self.window_capacity.saturating_sub(window.len());
@@ -170,54 +218,120 @@ impl AnalyzerSession {
             }
 
             if pending.is_empty() {
-                if shutdown.drain.is_cancelled() && window.is_empty() && self.queues.is_empty() {
-                    break "shutdown: drained".to_string();
+                let drained = window.is_empty()
+                    && self.queues.is_empty()
+                    && holding.is_none_or(|h| h.is_empty());
+                if shutdown.drain.is_cancelled() && drained {
+                    break ("shutdown: drained".to_string(), false);
                 }
+                let stall_check = last_progress + self.ack_timeout;
                 tokio::select! {
                     _ = self.queues.notified(), if room > 0 => {}
                     _ = self.state.changed.notified() => {}
                     _ = shutdown.drain.cancelled(), if !shutdown.drain.is_cancelled() => {}
                     _ = shutdown.hard_stop.cancelled() => {}
+                    _ = tokio::time::sleep_until(stall_check), if !window.is_empty() => {
+                        if let Some(reason) = self.stalled(window.len(), released) {
+                            break (reason, true);
+                        }
+                        // A quiet tail: look again after another ack_timeout.
+                        last_progress = Instant::now();
+                    }
                 }
                 continue;
             }
 
+            if window.is_empty() {
+                last_progress = Instant::now();
+            }
             self.state
                 .sent
                 .fetch_add(pending.len() as u64, Ordering::AcqRel);
-            let written = tokio::select! {
-                written = write_chunks(&mut writer, batch.chunks()) => written,
-                _ = shutdown.hard_stop.cancelled() => Err(io::Error::other("shutdown: grace period over")),
-            };
+            let written = self.write_watched(&mut writer, &batch, shutdown).await;
             batch.clear();
             if let Err(err) = written {
                 window.extend(pending.drain(..));
-                break format!("write failed: {err}");
+                let failure = !shutdown.hard_stop.is_cancelled();
+                break (format!("write failed: {err}"), failure);
             }
             if self.acks {
                 window.extend(pending.drain(..));
             } else {
-                delivered += pending.len() as u64;
-                shared.stats.delivered.add(pending.len() as u64);
+                let n = pending.len() as u64;
                 pending.clear();
                 // Without acks, everything written counts as acknowledged.
-                self.state
-                    .acked
-                    .store(self.state.sent.load(Ordering::Acquire), Ordering::Release);
-                released = self.state.acked.load(Ordering::Acquire);
+                self.state.acked.fetch_add(n, Ordering::AcqRel);
+                released += n;
+                self.count_delivered(shared, n, &mut delivered);
             }
         };
         let _ = writer.shutdown().await;
 
-        // Unacknowledged messages went out before anything still queued, so
-        // keep them first within each priority.
-        let mut held: Vec<Envelope> = window.into();
-        held.extend(self.queues.close_and_drain());
-        held.sort_by_key(|env| env.priority());
         SessionEnd {
             reason,
-            held,
+            failure,
+            unacked: window.into(),
+            queued: self.queues.close_and_drain(),
             delivered,
+        }
+    }
+
+    fn count_delivered(&self, shared: &Shared, n: u64, delivered: &mut u64) {
+        *delivered += n;
+        shared.stats.delivered.add(n);
+        self.delivered.add(n);
+    }
+
+    /// Whether `unacked` messages without an ack for `ack_timeout` mean a
+    /// stall rather than a quiet tail (see the module docs).
+    fn stalled(&self, unacked: usize, acked: u64) -> Option<String> {
+        let stride = self.state.max_stride.load(Ordering::Relaxed);
+        let timeout = self.ack_timeout;
+        if acked == 0 {
+            Some(format!(
+                "ack timeout: {unacked} messages unacknowledged for {timeout:?}, none ever acknowledged"
+            ))
+        } else if unacked as u64 > stride {
+            Some(format!(
+                "ack timeout: {unacked} messages unacknowledged for {timeout:?} (acks came every {stride} at most)"
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Writes the batch; gives up when the session is closing, at the end of
+    /// the grace period, or when the analyzer has neither read enough to let
+    /// the write finish nor acked anything for `ack_timeout`.
+    async fn write_watched(
+        &self,
+        writer: &mut OwnedWriteHalf,
+        batch: &OutboundBatch,
+        shutdown: &crate::shutdown::Shutdown,
+    ) -> io::Result<()> {
+        let write = write_chunks(writer, batch.chunks());
+        tokio::pin!(write);
+        let mut acked = self.state.acked.load(Ordering::Acquire);
+        loop {
+            tokio::select! {
+                written = &mut write => return written,
+                _ = self.state.closing.cancelled() => {
+                    return Err(io::Error::other("session closing"));
+                }
+                _ = shutdown.hard_stop.cancelled() => {
+                    return Err(io::Error::other("shutdown: grace period over"));
+                }
+                _ = tokio::time::sleep(self.ack_timeout) => {
+                    let now = self.state.acked.load(Ordering::Acquire);
+                    if now == acked {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("analyzer read nothing and acked nothing for {:?}", self.ack_timeout),
+                        ));
+                    }
+                    acked = now;
+                }
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ pub struct TestServer {
     pub analyzers: SocketAddr,
     pub stats: Arc<Stats>,
     pub router: Arc<Router>,
+    pub shared: Arc<logdist::server::Shared>,
     pub dead_letter_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<ShutdownReport>>,
@@ -82,6 +83,7 @@ impl TestServer {
         let addresses = server.addresses();
         let stats = server.stats();
         let router = server.router();
+        let shared = server.shared();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -92,6 +94,7 @@ impl TestServer {
             analyzers: addresses.analyzers,
             stats,
             router,
+            shared,
             dead_letter_path: config.delivery.dead_letter_path.clone(),
             stop: Some(stop),
             handle: Some(handle),
@@ -187,8 +190,15 @@ impl SeedAnalyzer {
         let stream = TcpStream::connect(server.analyzers).await.unwrap();
         stream.set_nodelay(true).unwrap();
         let id = format!("analyzer_{}", stream.local_addr().unwrap());
-        let (reader, mut writer) = stream.into_split();
-        writer.write_all(&seed_handshake(weight)).await.unwrap();
+        let mut analyzer = SeedAnalyzer::from_stream(stream, id);
+        analyzer.send_handshake(weight).await;
+        analyzer
+    }
+
+    /// An analyzer on a connection the distributor opened (a static analyzer):
+    /// no handshake, frames in, control words out.
+    pub fn from_stream(stream: TcpStream, id: String) -> SeedAnalyzer {
+        let (reader, writer) = stream.into_split();
         SeedAnalyzer {
             id,
             frames: FramedRead::new(reader, FrameDecoder::new(1 << 20)),
@@ -216,6 +226,13 @@ impl SeedAnalyzer {
         }
         self.ack().await;
         out
+    }
+
+    pub async fn send_handshake(&mut self, weight: f32) {
+        self.writer
+            .write_all(&seed_handshake(weight))
+            .await
+            .unwrap();
     }
 
     pub async fn ack(&mut self) {
@@ -335,4 +352,45 @@ pub async fn connect(addr: SocketAddr) -> TcpStream {
     let stream = within("connect", TcpStream::connect(addr)).await.unwrap();
     stream.set_nodelay(true).unwrap();
     stream
+}
+
+/// A port on 127.0.0.1 with nothing listening (bound once, then released).
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Accepts the distributor's next connection to a static analyzer address.
+pub async fn accept_static(listener: &tokio::net::TcpListener, id: &str) -> SeedAnalyzer {
+    let (stream, _) = within("the distributor to connect", listener.accept())
+        .await
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    SeedAnalyzer::from_stream(stream, id.to_string())
+}
+
+/// Binds `addr` again, retrying briefly while the previous socket lets go.
+pub async fn rebind(addr: SocketAddr) -> tokio::net::TcpListener {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                let _ = err;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("cannot bind {addr}: {err}"),
+        }
+    }
+}
+
+/// Sends numbered binary frames (`<prefix><i>`) at `priority` on a new connection.
+pub async fn emit(addr: SocketAddr, prefix: &str, range: std::ops::Range<usize>, priority: u8) {
+    let payloads: Vec<Vec<u8>> = range.map(|i| format!("{prefix}{i}").into_bytes()).collect();
+    let messages: Vec<(u8, &[u8])> = payloads.iter().map(|p| (priority, p.as_slice())).collect();
+    let mut stream = connect(addr).await;
+    stream.write_all(&frames(&messages)).await.unwrap();
+    stream.shutdown().await.unwrap();
 }

@@ -1,0 +1,124 @@
+//! Static analyzers: the distributor dials out, keeps the analyzer out of the
+//! routing table while it is down, and reconnects with exponential backoff and
+//! full jitter. While connected, a TCP connect probe every `probe_interval`
+//! catches an analyzer whose host stopped answering even though the existing
+//! connection has not failed yet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use logdist_wire::HandshakeDecoder;
+use rand::RngExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::FramedRead;
+
+use super::directory::Link;
+use super::session::AckState;
+use super::{Introduction, attach};
+use crate::config::StaticAnalyzerConfig;
+use crate::server::Shared;
+
+/// How long one connection attempt (or probe) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps one static analyzer connected until shutdown. It must already be
+/// listed in the directory ([`Directory::add_static`](super::directory::Directory::add_static)).
+pub async fn run_static(config: StaticAnalyzerConfig, shared: Arc<Shared>) {
+    let id: Arc<str> = Arc::from(config.id.as_str());
+    shared
+        .directory
+        .add_static(&id, &config.address, config.weight);
+    let stop = shared.shutdown.stop_accepting.clone();
+    let mut failures: u32 = 0;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let connected = tokio::select! {
+            connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&config.address)) => connected,
+            _ = stop.cancelled() => return,
+        };
+        match connected {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                let (reader, writer) = stream.into_split();
+                let intro = Introduction {
+                    id: id.clone(),
+                    weight: config.weight,
+                    format: config.format,
+                    acks: config.acks,
+                    replies: false,
+                    seed_control: config.format == logdist_wire::AnalyzerFormat::Frame,
+                    link: Link::Static,
+                    address: config.address.clone(),
+                };
+                // The control stream starts at once: no handshake to read.
+                let reader = FramedRead::new(reader, HandshakeDecoder::new());
+                if attach(intro, reader, writer, &shared).await {
+                    failures = 0;
+                }
+            }
+            Ok(Err(err)) => unreachable(&shared, &id, &config.address, failures, &err.to_string()),
+            Err(_) => unreachable(&shared, &id, &config.address, failures, "connect timed out"),
+        }
+        let delay = backoff(failures, shared.reconnect_min, shared.reconnect_max);
+        failures = failures.saturating_add(1);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+fn unreachable(shared: &Shared, id: &Arc<str>, address: &str, failures: u32, reason: &str) {
+    shared.directory.unreachable(id, reason);
+    // The first failure in a row is news; the retries that follow are not.
+    if failures == 0 {
+        tracing::warn!(analyzer = %id, address, reason, "static analyzer unreachable; retrying with backoff");
+    } else {
+        tracing::debug!(analyzer = %id, address, reason, failures, "static analyzer still unreachable");
+    }
+}
+
+/// "Full jitter": uniform in [0, min(max, min·2^failures)], so analyzers that
+/// failed together do not all come back at the same instant.
+fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
+    let ceiling = min
+        .checked_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
+        .map_or(max, |d| d.min(max));
+    rand::rng().random_range(Duration::ZERO..=ceiling)
+}
+
+/// Probes `address` every `interval` while the session runs; a probe that
+/// cannot connect ends the session as a failure.
+pub async fn probe(address: String, interval: Duration, state: Arc<AckState>) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return state.close(format!("health probe to {address} failed: {err}")),
+            Err(_) => return state.close(format!("health probe to {address} timed out")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_below() {
+        let min = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for failures in 0..40 {
+            let ceiling = (min * 2u32.saturating_pow(failures.min(20))).min(max);
+            for _ in 0..50 {
+                assert!(backoff(failures, min, max) <= ceiling);
+            }
+        }
+        // Jitter: not always the ceiling.
+        let draws: std::collections::HashSet<Duration> =
+            (0..50).map(|_| backoff(10, min, max)).collect();
+        assert!(draws.len() > 1);
+    }
+}

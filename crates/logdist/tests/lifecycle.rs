@@ -1,0 +1,412 @@
+//! Analyzer lifecycle and delivery guarantees over real sockets: static
+//! analyzers that are down or restart, stalls, poison messages, the holding
+//! queue, and dead-letter replay. Every test accounts for every message.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use logdist::analyzer::directory::Health;
+use support::{
+    SeedAnalyzer, TestServer, accept_static, connect, emit, frames, free_port, rebind, within,
+};
+use tokio::io::AsyncWriteExt;
+
+/// Static analyzers reconnect fast in tests.
+fn fast_reconnect(c: &mut logdist::Config) {
+    c.analyzers.reconnect_min = Duration::from_millis(10);
+    c.analyzers.reconnect_max = Duration::from_millis(50);
+}
+
+fn static_analyzer(
+    id: &str,
+    address: std::net::SocketAddr,
+) -> logdist::config::StaticAnalyzerConfig {
+    logdist::config::StaticAnalyzerConfig {
+        id: id.to_string(),
+        address: address.to_string(),
+        weight: 1.0,
+        format: logdist_wire::AnalyzerFormat::Frame,
+        acks: true,
+    }
+}
+
+fn health(server: &TestServer, id: &str) -> Option<Health> {
+    server
+        .shared
+        .directory
+        .snapshot()
+        .into_iter()
+        .find(|r| &*r.id == id)
+        .map(|r| r.health)
+}
+
+/// Reads `n` messages, acking every one; returns their payloads.
+async fn take_acking(analyzer: &mut SeedAnalyzer, n: usize) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    for _ in 0..n {
+        let m = analyzer.next().await.expect("connection open");
+        got.push(String::from_utf8(m.payload().to_vec()).unwrap());
+        analyzer.ack().await;
+    }
+    got
+}
+
+#[tokio::test]
+async fn static_analyzer_down_at_start_then_up_gets_everything() {
+    let address = free_port();
+    let server = TestServer::start_with(|c| {
+        fast_reconnect(c);
+        c.analyzers.statics = vec![static_analyzer("s1", address)];
+    })
+    .await;
+    assert_eq!(health(&server, "s1"), Some(Health::Unhealthy));
+
+    // Nothing to route to: accepted messages are held.
+    emit(server.emitters, "m", 0..300, 4).await;
+    server.wait_for("300 held", |s| s.held == 300).await;
+
+    let listener = rebind(address).await;
+    let mut analyzer = accept_static(&listener, "s1").await;
+    let got = take_acking(&mut analyzer, 300).await;
+    let unique: HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), 300);
+    server
+        .wait_for("all delivered", |s| s.delivered == 300)
+        .await;
+    assert_eq!(health(&server, "s1"), Some(Health::Healthy));
+    let report = server.shutdown().await;
+    assert_eq!(report.stats.dead_lettered, 0);
+}
+
+#[tokio::test]
+async fn static_analyzer_killed_and_restarted_mid_stream_loses_nothing() {
+    let address = free_port();
+    let listener = rebind(address).await;
+    let server = TestServer::start_with(|c| {
+        fast_reconnect(c);
+        c.analyzers.statics = vec![static_analyzer("s1", address)];
+    })
+    .await;
+    let mut first = accept_static(&listener, "s1").await;
+    server.wait_analyzers(1).await;
+
+    emit(server.emitters, "m", 0..1_000, 3).await;
+    server.wait_for("all routed", |s| s.routed == 1_000).await;
+    // It processes (acks) 400, reads 100 more, and crashes.
+    let mut acked: Vec<String> = take_acking(&mut first, 400).await;
+    for _ in 0..100 {
+        first.next().await.unwrap();
+    }
+    server
+        .wait_for("400 delivered", |s| s.delivered == 400)
+        .await;
+    first.kill();
+
+    let mut second = accept_static(&listener, "s1").await;
+    acked.extend(take_acking(&mut second, 600).await);
+    let unique: HashSet<&String> = acked.iter().collect();
+    assert_eq!(unique.len(), 1_000, "every message acked exactly once");
+    server
+        .wait_for("all delivered", |s| s.delivered == 1_000)
+        .await;
+    let record = server.shared.directory.snapshot().remove(0);
+    assert_eq!(
+        (record.health, record.failures, record.delivered),
+        (Health::Healthy, 1, 1_000)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_analyzer_times_out_and_its_messages_go_elsewhere() {
+    let server =
+        TestServer::start_with(|c| c.analyzers.ack_timeout = Duration::from_millis(300)).await;
+    let mut silent = SeedAnalyzer::connect(&server, 1.0).await;
+    let mut healthy = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(2).await;
+
+    emit(server.emitters, "m", 0..200, 3).await;
+    // The silent one reads what it gets but never acks; the distributor gives
+    // up on it after ack_timeout and sends its share to the healthy one.
+    let reader = tokio::spawn(async move { while silent.next().await.is_some() {} });
+    let got = take_acking(&mut healthy, 200).await;
+    assert_eq!(got.iter().collect::<HashSet<_>>().len(), 200);
+    within("the silent analyzer to be dropped", reader)
+        .await
+        .unwrap();
+    server
+        .wait_for("all delivered", |s| s.delivered == 200)
+        .await;
+    let stats = server.stats();
+    assert!(stats.redelivered >= 50, "{stats:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn quiet_tail_of_a_seed_analyzer_is_not_a_stall() {
+    let server =
+        TestServer::start_with(|c| c.analyzers.ack_timeout = Duration::from_millis(100)).await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+
+    // It acks every 10 messages, like a seed analyzer; 25 leave a tail of 5.
+    emit(server.emitters, "m", 0..25, 3).await;
+    for _ in 0..25 {
+        analyzer.next().await.unwrap();
+        if analyzer.received % 10 == 0 {
+            analyzer.ack().await;
+        }
+    }
+    server.wait_for("20 delivered", |s| s.delivered == 20).await;
+    // Several ack timeouts pass with the tail unacked: still healthy, nothing resent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.wait_analyzers(1).await;
+    assert_eq!(server.stats().redelivered, 0);
+
+    emit(server.emitters, "m", 25..30, 3).await;
+    for _ in 0..5 {
+        analyzer.next().await.unwrap();
+    }
+    analyzer.ack().await;
+    server.wait_for("30 delivered", |s| s.delivered == 30).await;
+    let report = server.shutdown().await;
+    assert_eq!(report.stats.redelivered, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_message_is_dead_lettered_after_max_attempts() {
+    let server = TestServer::start_with(|c| c.delivery.max_attempts = 3).await;
+    // Analyzers that crash on "POISON" and come straight back, as a
+    // supervisor would restart them. They ack every message they survive.
+    let analyzers = server.analyzers;
+    let crashes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let crashes = crashes.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut survived = Vec::new();
+            loop {
+                let Ok(stream) = tokio::net::TcpStream::connect(analyzers).await else {
+                    return survived;
+                };
+                let mut analyzer = SeedAnalyzer::from_stream(stream, String::new());
+                analyzer.send_handshake(1.0).await;
+                loop {
+                    match analyzer.next().await {
+                        None => return survived,
+                        Some(m) if &m.payload()[..] == b"POISON" => {
+                            crashes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            break;
+                        }
+                        Some(m) => {
+                            survived.push(m.payload().to_vec());
+                            analyzer.ack().await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    server.wait_analyzers(2).await;
+    emit(server.emitters, "ok-", 0..100, 3).await;
+    server
+        .wait_for("innocents delivered", |s| s.delivered == 100)
+        .await;
+
+    let mut stream = connect(server.emitters).await;
+    stream.write_all(&frames(&[(0, b"POISON")])).await.unwrap();
+    server
+        .wait_for("poison dead-lettered", |s| s.dead_lettered == 1)
+        .await;
+    assert_eq!(crashes.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+    let report = server.shutdown().await;
+    let mut survived = Vec::new();
+    for task in tasks {
+        survived.extend(within("analyzer task", task).await.unwrap());
+    }
+    assert_eq!(survived.len(), 100);
+    assert_eq!(survived.iter().collect::<HashSet<_>>().len(), 100);
+    assert_eq!(report.stats.delivered, 100);
+    let letter = &report.dead_letters[0];
+    assert_eq!(report.dead_letters.len(), 1);
+    assert_eq!(letter["message"], "POISON");
+    assert_eq!(letter["priority"], 0);
+    assert_eq!(letter["attempts"], 3);
+    assert_eq!(letter["analyzers"].as_array().unwrap().len(), 3);
+    assert!(
+        letter["final_error"].as_str().unwrap().contains("closed"),
+        "{letter}"
+    );
+}
+
+#[tokio::test]
+async fn no_analyzers_then_one_arrives_and_everything_flows() {
+    let server = TestServer::start().await;
+    emit(server.emitters, "m", 0..500, 2).await;
+    server.wait_for("held", |s| s.held == 500).await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    let got = take_acking(&mut analyzer, 500).await;
+    assert_eq!(got.iter().collect::<HashSet<_>>().len(), 500);
+    let report = server.shutdown().await;
+    assert_eq!(report.stats.delivered, 500);
+}
+
+#[tokio::test]
+async fn full_holding_queue_pushes_back_and_loses_nothing() {
+    let server = TestServer::start_with(|c| c.delivery.hold_capacity = 100).await;
+    // 2,000 messages against a holding queue of 100: the distributor stops
+    // reading the emitter (the bytes wait in socket buffers), accepting only
+    // the 100 it holds plus the one waiting for room.
+    let emitter = tokio::spawn(emit(server.emitters, "m", 0..2_000, 3));
+    server
+        .wait_for("holding full", |s| s.held == 100 && s.accepted == 101)
+        .await;
+
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    let got = take_acking(&mut analyzer, 2_000).await;
+    assert_eq!(got.iter().collect::<HashSet<_>>().len(), 2_000);
+    within("emitter to finish", emitter).await.unwrap();
+    let report = server.shutdown().await;
+    assert_eq!(report.stats.delivered, 2_000);
+    assert_eq!(report.stats.dead_lettered, 0);
+}
+
+#[tokio::test]
+async fn hold_timeout_dead_letters_what_waited_too_long() {
+    let server =
+        TestServer::start_with(|c| c.delivery.hold_timeout = Some(Duration::from_millis(100)))
+            .await;
+    emit(server.emitters, "m", 0..10, 6).await;
+    server.wait_for("expired", |s| s.dead_lettered == 10).await;
+    let report = server.shutdown().await;
+    assert_eq!(report.dead_letters.len(), 10);
+    for letter in &report.dead_letters {
+        assert_eq!(letter["priority"], 6);
+        assert_eq!(letter["attempts"], 0);
+        assert!(
+            letter["final_error"]
+                .as_str()
+                .unwrap()
+                .starts_with("hold_timeout"),
+            "{letter}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn probe_failure_marks_a_static_analyzer_unhealthy() {
+    let address = free_port();
+    let listener = rebind(address).await;
+    let server = TestServer::start_with(|c| {
+        fast_reconnect(c);
+        c.analyzers.probe_interval = Duration::from_millis(50);
+        c.analyzers.statics = vec![static_analyzer("s1", address)];
+    })
+    .await;
+    let mut analyzer = accept_static(&listener, "s1").await;
+    server.wait_analyzers(1).await;
+    // The host stops accepting connections; the open one stays up.
+    drop(listener);
+    assert!(
+        analyzer.next().await.is_none(),
+        "the distributor should close it"
+    );
+    server.wait_analyzers(0).await;
+    assert_eq!(health(&server, "s1"), Some(Health::Unhealthy));
+    let record = server.shared.directory.snapshot().remove(0);
+    assert!(record.last_error.unwrap().contains("probe"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn replay_sends_dead_letters_back_with_their_priorities() {
+    // Make dead letters: no analyzer, hold_timeout.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dead.ndjson");
+    let first = TestServer::start_with(|c| {
+        c.delivery.hold_timeout = Some(Duration::from_millis(50));
+        c.delivery.dead_letter_path = file.clone();
+    })
+    .await;
+    emit(first.emitters, "frame-", 0..20, 9).await;
+    let mut stream = connect(first.emitters).await;
+    stream
+        .write_all(
+            b"{\"level\":\"ERROR\",\"message\":\"line\"}\n{\"priority\":200,\"message\":\"p\"}\n",
+        )
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    first.wait_for("expired", |s| s.dead_lettered == 22).await;
+    first.shutdown().await;
+
+    // Replay into a distributor with an analyzer.
+    let second = TestServer::start().await;
+    let mut analyzer = SeedAnalyzer::connect(&second, 1.0).await;
+    second.wait_analyzers(1).await;
+    let target = second.acked_emitters.to_string();
+    let report = logdist::replay::replay(&file, &target, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        logdist::replay::ReplayReport {
+            replayed: 22,
+            kept: 0
+        }
+    );
+
+    let mut got = Vec::new();
+    for _ in 0..22 {
+        let m = analyzer.next().await.unwrap();
+        got.push((
+            m.priority(),
+            String::from_utf8(m.payload().to_vec()).unwrap(),
+        ));
+    }
+    analyzer.ack().await;
+    assert_eq!(
+        got.iter()
+            .filter(|(p, s)| *p == 9 && s.starts_with("frame-"))
+            .count(),
+        20
+    );
+    assert!(
+        got.contains(&(
+            1,
+            r#"{"priority":1,"level":"ERROR","message":"line"}"#.to_string()
+        )),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&(200, r#"{"priority":200,"message":"p"}"#.to_string())),
+        "{got:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap_or_default(), "");
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn replay_keeps_what_it_could_not_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dead.ndjson");
+    let records = "{\"message\":\"a\",\"origin\":\"frame\",\"priority\":1,\"attempts\":4,\"final_error\":\"x\",\"failed_at\":\"t\"}\nnot a record\n";
+    std::fs::write(&file, records).unwrap();
+    // Nothing listens there.
+    let report = logdist::replay::replay(&file, &free_port().to_string(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        report,
+        logdist::replay::ReplayReport {
+            replayed: 0,
+            kept: 2
+        }
+    );
+    let kept = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(kept.lines().count(), 2);
+    assert!(kept.contains("not a record"));
+}
