@@ -30,6 +30,6 @@ pub use gzip::encode_gzip_frame;
 pub use ingest::{Decoded, IngestDecoder, IngestError, IngestLimits, MAX_FRAME_BYTES_CEILING};
 pub use line::NdjsonLineDecoder;
 pub use message::{FRAME_HEADER_LEN, Message, Origin};
-pub use ndjson::{PriorityTable, ndjson_priority};
+pub use ndjson::{DEFAULT_LEVELS, DEFAULT_PRIORITY, PriorityTable, ndjson_priority};
 pub use outbound::OutboundBatch;
 pub use reject::{RejectReason, Rejection};

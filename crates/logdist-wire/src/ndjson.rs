@@ -57,22 +57,27 @@ impl PriorityTable {
     }
 }
 
+/// The syslog-like level mapping the seed systems used.
+pub const DEFAULT_LEVELS: [(&str, u8); 8] = [
+    ("FATAL", 0),
+    ("CRITICAL", 0),
+    ("ERROR", 1),
+    ("WARN", 2),
+    ("WARNING", 2),
+    ("INFO", 3),
+    ("DEBUG", 4),
+    ("TRACE", 5),
+];
+
+/// The priority of messages with no usable priority or level: INFO's.
+pub const DEFAULT_PRIORITY: u8 = 3;
+
 impl Default for PriorityTable {
-    /// The syslog-like mapping the seed systems used, with INFO (3) as default.
+    /// [`DEFAULT_LEVELS`], with [`DEFAULT_PRIORITY`] for everything else.
     fn default() -> Self {
-        let entries = [
-            ("FATAL", 0),
-            ("CRITICAL", 0),
-            ("ERROR", 1),
-            ("WARN", 2),
-            ("WARNING", 2),
-            ("INFO", 3),
-            ("DEBUG", 4),
-            ("TRACE", 5),
-        ];
         PriorityTable::new(
-            entries.map(|(name, priority)| (name.to_owned(), priority)),
-            3,
+            DEFAULT_LEVELS.map(|(name, priority)| (name.to_owned(), priority)),
+            DEFAULT_PRIORITY,
         )
     }
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use logdist_wire::{AnalyzerFormat, MAX_FRAME_BYTES_CEILING};
+use logdist_wire::{AnalyzerFormat, DEFAULT_LEVELS, DEFAULT_PRIORITY, MAX_FRAME_BYTES_CEILING};
 use serde::Deserialize;
 
 /// The whole configuration.
@@ -204,19 +204,12 @@ impl Default for LimitsConfig {
 
 impl Default for PrioritiesConfig {
     fn default() -> Self {
-        let levels = [
-            ("FATAL", 0),
-            ("CRITICAL", 0),
-            ("ERROR", 1),
-            ("WARN", 2),
-            ("WARNING", 2),
-            ("INFO", 3),
-            ("DEBUG", 4),
-            ("TRACE", 5),
-        ];
         PrioritiesConfig {
-            default: 3,
-            levels: levels.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            default: DEFAULT_PRIORITY,
+            levels: DEFAULT_LEVELS
+                .iter()
+                .map(|(name, priority)| (name.to_string(), *priority))
+                .collect(),
         }
     }
 }

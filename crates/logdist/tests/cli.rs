@@ -53,25 +53,20 @@ fn help_documents_flags_and_env_vars() {
 fn bad_config_names_the_key_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[limits]\nmax_frame_bytes = 3\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("limits.max_frame_bytes"), "{err}");
-
-    std::fs::write(&path, "[analyzers]\nwindoww = 3\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("windoww"), "{err}");
+    for (text, key) in [
+        ("[limits]\nmax_frame_bytes = 3\n", "limits.max_frame_bytes"),
+        ("[analyzers]\nwindoww = 3\n", "windoww"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(key), "{err}");
+    }
 }
 
 #[test]

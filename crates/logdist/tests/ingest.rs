@@ -306,3 +306,44 @@ async fn corrupt_and_oversized_gzip_are_rejected_and_the_connection_goes_on() {
         .await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_and_counted() {
+    let server = TestServer::start_with(|c| c.limits.max_connections = 1).await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+
+    let mut first = connect(server.emitters).await;
+    first.write_all(&frames(&[(1, b"one")])).await.unwrap();
+    analyzer.take_and_ack(1).await;
+
+    // The second connection is accepted and closed at once, without reading.
+    let mut second = connect(server.emitters).await;
+    let mut rest = Vec::new();
+    let _ = within("refused connection to close", second.read_to_end(&mut rest)).await;
+    server
+        .wait_for("refusal counted", |s| s.connections_refused == 1)
+        .await;
+
+    // The first one is unaffected, and its slot frees when it closes.
+    first.write_all(&frames(&[(1, b"two")])).await.unwrap();
+    first.shutdown().await.unwrap();
+    analyzer.take_and_ack(1).await;
+    drop(first);
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    loop {
+        let mut third = connect(server.emitters).await;
+        third.write_all(&frames(&[(1, b"three")])).await.unwrap();
+        third.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let _ = third.read_to_end(&mut rest).await;
+        if server.stats().accepted == 3 {
+            break;
+        }
+        // The old connection's task may not have released its slot yet.
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    analyzer.take_and_ack(1).await;
+    server.shutdown().await;
+}
