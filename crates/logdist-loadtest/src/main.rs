@@ -1,3 +1,14 @@
+use clap::Parser;
+use logdist_loadtest::cli::Cli;
+
 fn main() {
-    println!("Hello, world!");
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    std::process::exit(logdist_loadtest::cli::main(cli));
 }

@@ -1,0 +1,565 @@
+//! A simulated analyzer: dials the distributor, says hello (seed weight word or
+//! JSON hello), reads messages, checks each one, and acks every `ack_every`
+//! messages or when the stream goes quiet.
+//!
+//! A message counts as processed only when it is acked: until then it sits in
+//! `pending`. A kill (abrupt close) throws `pending` away, as a crashed analyzer
+//! would, and the distributor must deliver those messages again. That keeps the
+//! accounting exact under chaos: zero loss *and* zero duplicates.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use logdist_wire::{AnalyzerFormat, FrameDecoder, Hello, seed_ack_word, seed_handshake};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::codec::Decoder;
+
+use crate::payload::{ChecksumKind, EmitterNaming, verify};
+use crate::priority::PriorityPlan;
+use crate::profile::{AnalyzerGroup, Handshake};
+use crate::recorder::{Received, Recorder};
+
+/// What the runner and the chaos schedule can tell an analyzer to do.
+#[derive(Clone, Copy, Debug)]
+pub enum AnalyzerCommand {
+    /// Close abruptly (RST) while holding unacked messages; reconnect after `downtime`.
+    Kill { downtime: Duration },
+    /// Stop reading and acking for this long.
+    Stall { duration: Duration },
+    /// Ack what was processed, close cleanly, reconnect at once.
+    Restart,
+    /// End of run: ack what was processed, close, and return.
+    Stop,
+}
+
+/// Everything an analyzer needs that is the same for all of them.
+#[derive(Clone)]
+pub struct AnalyzerContext {
+    pub target: SocketAddr,
+    pub recorder: Arc<Recorder>,
+    pub checksum: ChecksumKind,
+    pub naming: EmitterNaming,
+    pub plan: PriorityPlan,
+    pub max_frame_bytes: usize,
+    /// Id prefix for JSON hellos (`<prefix><index>`).
+    pub hello_id_prefix: String,
+    /// How long to keep trying to (re)connect before giving up.
+    pub connect_timeout: Duration,
+}
+
+/// Live state the runner looks at.
+#[derive(Debug, Default)]
+pub struct AnalyzerStatus {
+    pub connected: AtomicBool,
+}
+
+pub struct AnalyzerHandle {
+    pub index: usize,
+    pub commands: mpsc::UnboundedSender<AnalyzerCommand>,
+    pub status: Arc<AnalyzerStatus>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl AnalyzerHandle {
+    pub fn send(&self, cmd: AnalyzerCommand) {
+        // A finished analyzer has nothing left to do with commands.
+        let _ = self.commands.send(cmd);
+    }
+}
+
+/// Start analyzer `index` as a task.
+pub fn spawn(index: usize, settings: AnalyzerGroup, ctx: AnalyzerContext) -> AnalyzerHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let status = Arc::new(AnalyzerStatus::default());
+    let analyzer = Analyzer {
+        index,
+        settings,
+        ctx,
+        status: status.clone(),
+        commands: rx,
+        total_received: 0,
+    };
+    let task = tokio::spawn(analyzer.run());
+    AnalyzerHandle {
+        index,
+        commands: tx,
+        status,
+        task,
+    }
+}
+
+fn unix_nanos_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// How a connection ended.
+enum SessionEnd {
+    Stop,
+    Killed { downtime: Duration },
+    Restart,
+    Lost(String),
+}
+
+/// Reads messages in the analyzer's format.
+enum MessageReader {
+    Frame(FrameDecoder),
+    Ndjson,
+}
+
+#[derive(serde::Deserialize)]
+struct NdjsonMessage {
+    priority: u8,
+    message: Option<String>,
+}
+
+impl MessageReader {
+    /// The next (priority, payload) in `buf`, if complete.
+    fn next(&mut self, buf: &mut BytesMut) -> Result<Option<(u8, Bytes)>, String> {
+        match self {
+            MessageReader::Frame(decoder) => match decoder.decode(buf) {
+                Ok(Some(m)) => Ok(Some((m.priority(), m.payload()))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            },
+            MessageReader::Ndjson => {
+                let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+                    return Ok(None);
+                };
+                let line = buf.split_to(end + 1);
+                let parsed: NdjsonMessage = serde_json::from_slice(&line[..end])
+                    .map_err(|e| format!("bad ndjson message line: {e}"))?;
+                // Our payloads are ASCII, so they always arrive as "message".
+                let message = parsed
+                    .message
+                    .ok_or("ndjson message without a \"message\" field (payload_b64?)")?;
+                Ok(Some((parsed.priority, Bytes::from(message.into_bytes()))))
+            }
+        }
+    }
+}
+
+struct Analyzer {
+    index: usize,
+    settings: AnalyzerGroup,
+    ctx: AnalyzerContext,
+    status: Arc<AnalyzerStatus>,
+    commands: mpsc::UnboundedReceiver<AnalyzerCommand>,
+    /// Messages read over all connections (for the `drop_every` hook).
+    total_received: u64,
+}
+
+impl Analyzer {
+    async fn run(mut self) {
+        loop {
+            let Some((stream, buf)) = self.connect().await else {
+                return;
+            };
+            self.status.connected.store(true, Ordering::Release);
+            self.ctx
+                .recorder
+                .with_analyzer(self.index, |t| t.connections += 1);
+            let end = self.session(stream, buf).await;
+            self.status.connected.store(false, Ordering::Release);
+            match end {
+                SessionEnd::Stop => return,
+                SessionEnd::Restart => continue,
+                SessionEnd::Killed { downtime } => {
+                    if !self.wait_or_stop(downtime).await {
+                        return;
+                    }
+                }
+                SessionEnd::Lost(why) => {
+                    self.ctx.recorder.event(
+                        Some(self.index),
+                        "disconnected",
+                        format!("connection lost: {why}"),
+                    );
+                    if !self.wait_or_stop(Duration::from_millis(100)).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Wait, still obeying Stop. False if told to stop.
+    async fn wait_or_stop(&mut self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            tokio::select! {
+                _ = sleep_until(until) => return true,
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(AnalyzerCommand::Stop) => return false,
+                    // Already down: other chaos does not apply.
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Connect and say hello, retrying until `connect_timeout`. None if told to
+    /// stop or if it gave up (recorded as a protocol error).
+    async fn connect(&mut self) -> Option<(TcpStream, BytesMut)> {
+        let deadline = Instant::now() + self.ctx.connect_timeout;
+        let mut last_error;
+        loop {
+            match self.try_connect().await {
+                Ok(pair) => return Some(pair),
+                Err(e) => last_error = e,
+            }
+            if Instant::now() >= deadline {
+                self.ctx.recorder.protocol_error(
+                    self.index,
+                    format!(
+                        "could not connect to {} within {:?}: {last_error}",
+                        self.ctx.target, self.ctx.connect_timeout
+                    ),
+                );
+                return None;
+            }
+            if !self.wait_or_stop(Duration::from_millis(50)).await {
+                return None;
+            }
+        }
+    }
+
+    async fn try_connect(&self) -> Result<(TcpStream, BytesMut), String> {
+        let mut stream = TcpStream::connect(self.ctx.target)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::with_capacity(256 * 1024);
+        match self.settings.handshake {
+            Handshake::Seed => {
+                stream
+                    .write_all(&seed_handshake(self.settings.weight))
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+            }
+            Handshake::Hello => {
+                let hello = Hello {
+                    id: format!("{}{}", self.ctx.hello_id_prefix, self.index),
+                    weight: f64::from(self.settings.weight),
+                    format: self.settings.format,
+                    acks: true,
+                    token: None,
+                };
+                let mut line = serde_json::to_vec(&hello).map_err(|e| e.to_string())?;
+                line.push(b'\n');
+                stream
+                    .write_all(&line)
+                    .await
+                    .map_err(|e| format!("hello: {e}"))?;
+                let reply = tokio::time::timeout(Duration::from_secs(5), async {
+                    loop {
+                        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+                            return Ok(buf.split_to(end + 1));
+                        }
+                        if buf.len() > 64 * 1024 {
+                            return Err("hello reply line too long".to_string());
+                        }
+                        match stream.read_buf(&mut buf).await {
+                            Ok(0) => return Err("closed before replying to hello".to_string()),
+                            Ok(_) => {}
+                            Err(e) => return Err(format!("reading hello reply: {e}")),
+                        }
+                    }
+                })
+                .await
+                .map_err(|_| "no reply to hello within 5s".to_string())??;
+                let v: serde_json::Value = serde_json::from_slice(&reply)
+                    .map_err(|e| format!("hello reply is not JSON: {e}"))?;
+                if v.get("status").and_then(|s| s.as_str()) != Some("ok") {
+                    return Err(format!(
+                        "hello refused: {}",
+                        String::from_utf8_lossy(reply.trim_ascii())
+                    ));
+                }
+            }
+        }
+        Ok((stream, buf))
+    }
+
+    fn classify(&self, priority: u8, payload: &[u8], now_nanos: u64) -> Received {
+        match verify(payload, self.ctx.checksum) {
+            Ok(v) => match self.ctx.naming.index_of(v.emitter_id) {
+                Some(emitter) => Received::Valid {
+                    emitter,
+                    counter: v.counter,
+                    priority,
+                    priority_ok: self.ctx.plan.priority_for(emitter, v.counter) == priority,
+                    latency_ns: now_nanos.saturating_sub(v.unix_nanos),
+                    bytes: payload.len() as u32,
+                },
+                None => Received::Foreign,
+            },
+            Err(r) => Received::Rejected {
+                emitter: r.emitter_id.and_then(|id| self.ctx.naming.index_of(id)),
+                reason: r.reason,
+            },
+        }
+    }
+
+    async fn write_ack(&self, stream: &mut TcpStream, received: u64) -> std::io::Result<()> {
+        match self.settings.handshake {
+            Handshake::Seed => stream.write_all(&seed_ack_word(received)).await,
+            Handshake::Hello => {
+                stream
+                    .write_all(format!("{{\"ack\":{received}}}\n").as_bytes())
+                    .await
+            }
+        }
+    }
+
+    async fn session(&mut self, mut stream: TcpStream, mut buf: BytesMut) -> SessionEnd {
+        let mut reader = match self.settings.format {
+            AnalyzerFormat::Frame => {
+                MessageReader::Frame(FrameDecoder::new(self.ctx.max_frame_bytes))
+            }
+            AnalyzerFormat::Ndjson => MessageReader::Ndjson,
+        };
+        let ack_every = u64::from(self.settings.ack_every);
+        let mut pending: Vec<Received> = Vec::with_capacity(self.settings.ack_every as usize);
+        // Messages received on this connection, and how many of them are acked.
+        let mut received: u64 = 0;
+        let mut acked: u64 = 0;
+        let mut idle_deadline: Option<Instant> = None;
+        let mut stall_until: Option<Instant> = None;
+        // A kill waits (briefly) until the analyzer holds unacked messages.
+        let mut kill: Option<(Duration, Instant)> = None;
+
+        loop {
+            if let Some((downtime, by)) = kill
+                && (!pending.is_empty() || Instant::now() >= by)
+            {
+                return self.kill(stream, &mut pending, downtime);
+            }
+            let stalled = stall_until.is_some();
+            tokio::select! {
+                biased;
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(AnalyzerCommand::Stop) => {
+                        if received > acked
+                            && self.write_ack(&mut stream, received).await.is_ok() {
+                                self.ctx.recorder.commit(self.index, &mut pending);
+                            }
+                        let _ = stream.shutdown().await;
+                        return SessionEnd::Stop;
+                    }
+                    Some(AnalyzerCommand::Kill { downtime }) => {
+                        kill = Some((downtime, Instant::now() + Duration::from_secs(1)));
+                    }
+                    Some(AnalyzerCommand::Stall { duration }) => {
+                        stall_until = Some(Instant::now() + duration);
+                        self.ctx.recorder.with_analyzer(self.index, |t| t.stalls += 1);
+                        self.ctx.recorder.event(
+                            Some(self.index),
+                            "stall",
+                            format!("stops reading for {duration:?} holding {} unacked", pending.len()),
+                        );
+                    }
+                    Some(AnalyzerCommand::Restart) => {
+                        if received > acked {
+                            if let Err(e) = self.write_ack(&mut stream, received).await {
+                                return SessionEnd::Lost(format!("writing ack: {e}"));
+                            }
+                            self.ctx.recorder.commit(self.index, &mut pending);
+                        }
+                        let _ = stream.shutdown().await;
+                        self.ctx.recorder.with_analyzer(self.index, |t| t.restarts += 1);
+                        self.ctx.recorder.event(
+                            Some(self.index),
+                            "restart",
+                            "acked everything, closed cleanly, reconnecting".to_string(),
+                        );
+                        return SessionEnd::Restart;
+                    }
+                },
+                _ = sleep_until(stall_until.unwrap_or_else(Instant::now)), if stalled => {
+                    stall_until = None;
+                    self.ctx.recorder.event(Some(self.index), "stall-end", "reads again".to_string());
+                }
+                _ = sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() && !stalled => {
+                    idle_deadline = None;
+                    if received > acked {
+                        if let Err(e) = self.write_ack(&mut stream, received).await {
+                            return SessionEnd::Lost(format!("writing ack: {e}"));
+                        }
+                        acked = received;
+                        self.ctx.recorder.commit(self.index, &mut pending);
+                    }
+                }
+                r = stream.read_buf(&mut buf), if !stalled => {
+                    match r {
+                        Ok(0) => return SessionEnd::Lost("closed by the distributor".to_string()),
+                        Err(e) => return SessionEnd::Lost(e.to_string()),
+                        Ok(_) => {}
+                    }
+                    let now_nanos = unix_nanos_now();
+                    loop {
+                        let (priority, payload) = match reader.next(&mut buf) {
+                            Ok(Some(m)) => m,
+                            Ok(None) => break,
+                            Err(e) => {
+                                self.ctx.recorder.protocol_error(self.index, e.clone());
+                                return SessionEnd::Lost(e);
+                            }
+                        };
+                        received += 1;
+                        self.total_received += 1;
+                        if let Some(n) = self.settings.drop_every
+                            && self.total_received.is_multiple_of(n) {
+                                self.ctx.recorder.with_analyzer(self.index, |t| t.hook_dropped += 1);
+                                continue;
+                            }
+                        pending.push(self.classify(priority, &payload, now_nanos));
+                        if received - acked >= ack_every {
+                            if let Err(e) = self.write_ack(&mut stream, received).await {
+                                return SessionEnd::Lost(format!("writing ack: {e}"));
+                            }
+                            acked = received;
+                            self.ctx.recorder.commit(self.index, &mut pending);
+                        }
+                    }
+                    idle_deadline = (received > acked).then(|| Instant::now() + self.settings.ack_idle);
+                    if buf.capacity() - buf.len() < 16 * 1024 {
+                        buf.reserve(256 * 1024);
+                    }
+                }
+            }
+        }
+    }
+
+    fn kill(
+        &mut self,
+        stream: TcpStream,
+        pending: &mut Vec<Received>,
+        downtime: Duration,
+    ) -> SessionEnd {
+        // Linger 0: close() sends RST at once, like a process that died.
+        let _ = stream.set_zero_linger();
+        drop(stream);
+        let dropped = pending.len() as u64;
+        pending.clear();
+        self.ctx.recorder.with_analyzer(self.index, |t| {
+            t.kills += 1;
+            t.dropped_unacked += dropped;
+        });
+        self.ctx.recorder.event(
+            Some(self.index),
+            "kill",
+            format!("abrupt close holding {dropped} unacked messages; down for {downtime:?}"),
+        );
+        SessionEnd::Killed { downtime }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::PayloadWriter;
+    use crate::profile::{PriorityMode, PrioritySettings};
+    use tokio::net::TcpListener;
+
+    fn frames(naming: &EmitterNaming, counters: std::ops::Range<u64>) -> BytesMut {
+        let writer = PayloadWriter::new(&naming.id(0), ChecksumKind::Fnv);
+        let mut out = BytesMut::new();
+        let mut payload = Vec::new();
+        for c in counters {
+            writer.write(unix_nanos_now(), c, 200, &mut payload);
+            logdist_wire::encode_frame(3, &payload, &mut out);
+        }
+        out
+    }
+
+    async fn read_word(s: &mut TcpStream) -> u32 {
+        let mut w = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut w))
+            .await
+            .expect("a control word within 5 s")
+            .unwrap();
+        u32::from_be_bytes(w)
+    }
+
+    /// The analyzer acks every N messages and when idle, counts messages only
+    /// once acked, and a kill throws away what it holds unacked.
+    #[tokio::test]
+    async fn seed_analyzer_acks_commits_and_drops_unacked_on_kill() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let recorder = Arc::new(Recorder::new(1, 1));
+        let naming = EmitterNaming::new(7, 1);
+        let settings = AnalyzerGroup {
+            count: 1,
+            weight: 0.25,
+            handshake: Handshake::Seed,
+            format: AnalyzerFormat::Frame,
+            ack_every: 3,
+            ack_idle: Duration::from_millis(300),
+            drop_every: None,
+        };
+        let ctx = AnalyzerContext {
+            target: listener.local_addr().unwrap(),
+            recorder: recorder.clone(),
+            checksum: ChecksumKind::Fnv,
+            naming: naming.clone(),
+            plan: PriorityPlan::new(
+                &PrioritySettings {
+                    mode: PriorityMode::Single,
+                    levels: vec![3],
+                    weights: vec![],
+                },
+                1,
+            ),
+            max_frame_bytes: 1 << 20,
+            hello_id_prefix: "t-".into(),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let handle = spawn(0, settings, ctx);
+        let (mut conn, _) = listener.accept().await.unwrap();
+        assert_eq!(f32::from_bits(read_word(&mut conn).await), 0.25);
+
+        conn.write_all(&frames(&naming, 0..5)).await.unwrap();
+        // Ack after 3 (sign bit set, cumulative count), then the idle ack for 5.
+        assert_eq!(read_word(&mut conn).await, 0x8000_0003);
+        assert_eq!(read_word(&mut conn).await, 0x8000_0005);
+        assert!(recorder.all_received(&[5]));
+
+        // Two more arrive; kill before the idle ack: both must be dropped.
+        // (A kill waits until the analyzer holds something unacked.)
+        conn.write_all(&frames(&naming, 5..7)).await.unwrap();
+        handle.send(AnalyzerCommand::Kill {
+            downtime: Duration::ZERO,
+        });
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
+        assert!(rest.is_empty(), "no ack for the held messages: {rest:?}");
+        {
+            let s = recorder.lock();
+            assert_eq!(s.analyzers[0].kills, 1);
+            assert!(s.analyzers[0].dropped_unacked >= 1);
+            assert_eq!(s.ledger.distinct(0), 5);
+        }
+
+        // It comes back, and the redelivered messages count once.
+        let (mut conn, _) = listener.accept().await.unwrap();
+        assert_eq!(f32::from_bits(read_word(&mut conn).await), 0.25);
+        conn.write_all(&frames(&naming, 5..7)).await.unwrap();
+        assert_eq!(read_word(&mut conn).await, 0x8000_0002);
+        assert!(recorder.all_received(&[7]));
+        assert_eq!(recorder.lock().ledger.total_duplicates(), 0);
+        handle.send(AnalyzerCommand::Stop);
+        tokio::time::timeout(Duration::from_secs(5), handle.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,164 @@
+//! Command line: which profile, for how long, against which distributor.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+
+use crate::payload::ChecksumKind;
+use crate::profile::{Profile, parse_duration, workspace_root};
+use crate::runner::{self, RunOptions};
+
+/// Exit code when every invariant held.
+pub const EXIT_PASS: i32 = 0;
+/// Exit code when the run finished but an invariant failed (loss, duplicates,
+/// checksum failures, share deviation, ...).
+pub const EXIT_FAIL: i32 = 1;
+/// Exit code when the run could not be carried out (bad profile, logdist
+/// missing or not starting, cannot connect).
+pub const EXIT_ERROR: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "logdist-loadtest",
+    version,
+    about = "Load test for logdist: simulates emitters and analyzers, reconciles every message.",
+    long_about = "Load test for logdist.\n\n\
+One process simulates all emitters and analyzers of a profile as async tasks, each with its \
+own TCP connection, speaking the seed wire formats. Emitters send binary frames open loop at a \
+steady rate (payload `<emitter_id>:<unix_nanos>:<counter>:<padding><checksum>`); analyzers \
+check every payload and ack in batches. At the end every message is reconciled exactly: sent, \
+received, lost, duplicated, checksum failures per emitter; share per analyzer against its \
+weight; latency percentiles per priority.\n\n\
+By default it starts logdist itself (the binary next to this one, with the profile's \
+configs/<profile>.toml on free ports) and stops it at the end; --target and --analyzer-target \
+use an already running distributor instead.\n\n\
+Results go to <results-dir>/<profile>-<time>/: summary.txt, summary.json, timeline.csv, \
+weights.csv, chart.svg, and (when it started logdist) logdist.log and logdist.toml.\n\n\
+Exit status: 0 all invariants held, 1 an invariant failed (each failure is printed with its \
+reason), 2 the run could not be carried out."
+)]
+pub struct Cli {
+    /// Profile to run: basic, throughput, chaos, max (loadtest/profiles/<name>.toml),
+    /// or any name together with --profile-file.
+    pub profile: String,
+
+    /// Shorten (or lengthen) the run: how long emitters send, e.g. "10s", "2m".
+    /// For `max`, the time budget of the whole ramp.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Read the profile from this TOML file instead of loadtest/profiles/<profile>.toml.
+    #[arg(long, value_name = "PATH")]
+    pub profile_file: Option<PathBuf>,
+
+    /// Emitter address of an already running distributor (needs --analyzer-target).
+    #[arg(long, value_name = "ADDR", requires = "analyzer_target")]
+    pub target: Option<SocketAddr>,
+
+    /// Analyzer address of an already running distributor (needs --target).
+    #[arg(long, value_name = "ADDR", requires = "target")]
+    pub analyzer_target: Option<SocketAddr>,
+
+    /// The logdist binary to start (default: `logdist` next to this binary).
+    #[arg(long, value_name = "PATH", env = "LOGDIST_BIN")]
+    pub logdist_bin: Option<PathBuf>,
+
+    /// Where results go: a <profile>-<time>/ directory is created in it
+    /// (default: loadtest/results).
+    #[arg(long, value_name = "DIR")]
+    pub results_dir: Option<PathBuf>,
+
+    /// Payload checksum: sha256 (64 hex chars, seed-compatible) or fnv (16 hex
+    /// chars, cheap). Default: the profile's `checksum`.
+    #[arg(long, value_enum)]
+    pub checksum: Option<ChecksumKind>,
+
+    /// Seed for sizes and priorities (default: from the clock; printed in the report).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn default_results_root() -> PathBuf {
+    let local = PathBuf::from("loadtest");
+    if local.is_dir() {
+        return local.join("results");
+    }
+    let in_tree = workspace_root().join("loadtest");
+    if in_tree.is_dir() {
+        return in_tree.join("results");
+    }
+    local.join("results")
+}
+
+/// Build the run options from the command line.
+pub fn options(cli: &Cli) -> Result<RunOptions, String> {
+    let (profile, profile_source) = Profile::load(&cli.profile, cli.profile_file.as_deref())?;
+    let duration = cli.duration.unwrap_or(profile.duration);
+    if duration.is_zero() {
+        return Err("--duration must be positive".into());
+    }
+    let seed = cli.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64 % 1_000_000_007)
+            .unwrap_or(1)
+    });
+    Ok(RunOptions {
+        checksum: cli.checksum.unwrap_or(profile.checksum),
+        profile,
+        profile_source,
+        duration,
+        target: cli.target.zip(cli.analyzer_target),
+        logdist_bin: cli.logdist_bin.clone(),
+        results_root: cli.results_dir.clone().unwrap_or_else(default_results_root),
+        seed,
+        progress: !cli.quiet,
+    })
+}
+
+/// Run and return the process exit code.
+pub fn main(cli: Cli) -> i32 {
+    let opts = match options(&cli) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("logdist-loadtest: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("logdist-loadtest: cannot start the runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let result = rt.block_on(runner::run(opts));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(outcome) => {
+            print!("{}", outcome.summary.render_text());
+            if outcome.summary.passed {
+                EXIT_PASS
+            } else {
+                eprintln!("logdist-loadtest: FAILED:");
+                for f in &outcome.summary.failures {
+                    eprintln!("  {f}");
+                }
+                EXIT_FAIL
+            }
+        }
+        Err(e) => {
+            eprintln!("logdist-loadtest: run failed: {e}");
+            EXIT_ERROR
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! A simulated emitter: one TCP connection that sends binary frames at a steady
+//! rate, open loop. Every tick it works out how many messages are due since the
+//! start (rate × time), builds them all and writes them in one go; if the
+//! distributor is slow the count of due messages grows, so a slow distributor
+//! can never quietly lower the offered load. How far behind schedule the
+//! emitter got (its lag) is measured and reported.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use logdist_wire::encode_frame;
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use rand_distr::{Distribution, LogNormal};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::payload::{ChecksumKind, PayloadWriter};
+use crate::priority::PriorityPlan;
+use crate::profile::SizeSettings;
+
+/// Counters the emitter publishes while it runs.
+#[derive(Debug, Default)]
+pub struct EmitterShared {
+    /// Messages completely written to the socket (counters 0..sent).
+    pub sent: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Target rate in milli-messages per second (changed by the ramp).
+    pub rate_milli: AtomicU64,
+    /// How far behind schedule the emitter is now, and at worst, in µs.
+    pub lag_us: AtomicU64,
+    pub max_lag_us: AtomicU64,
+    /// Time spent waiting for socket writes (distributor backpressure), in µs.
+    pub write_wait_us: AtomicU64,
+    pub error: Mutex<Option<String>>,
+}
+
+impl EmitterShared {
+    pub fn with_rate(rate: f64) -> Self {
+        let s = EmitterShared::default();
+        s.set_rate(rate);
+        s
+    }
+
+    pub fn set_rate(&self, rate: f64) {
+        self.rate_milli
+            .store((rate * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate_milli.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Acquire)
+    }
+}
+
+/// Message sizes: log-normal around the mean, clamped.
+#[derive(Clone, Debug)]
+pub struct SizeModel {
+    dist: Option<LogNormal<f64>>,
+    settings: SizeSettings,
+}
+
+impl SizeModel {
+    pub fn new(settings: &SizeSettings) -> Result<Self, String> {
+        let dist = if settings.cv > 0.0 {
+            Some(
+                LogNormal::from_mean_cv(settings.mean, settings.cv)
+                    .map_err(|e| format!("emitters.size: {e}"))?,
+            )
+        } else {
+            None
+        };
+        Ok(SizeModel {
+            dist,
+            settings: settings.clone(),
+        })
+    }
+
+    pub fn sample(&self, rng: &mut SmallRng) -> usize {
+        let v = match &self.dist {
+            Some(d) => d.sample(rng),
+            None => self.settings.mean,
+        };
+        (v.round() as usize).clamp(self.settings.min, self.settings.max)
+    }
+}
+
+pub struct EmitterConfig {
+    pub index: u32,
+    pub id: String,
+    pub checksum: ChecksumKind,
+    pub plan: PriorityPlan,
+    pub sizes: SizeModel,
+    pub tick: Duration,
+    pub seed: u64,
+}
+
+fn unix_nanos_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Send until `stop`. `start` is when this emitter's schedule begins.
+pub async fn run(
+    cfg: EmitterConfig,
+    shared: Arc<EmitterShared>,
+    mut stream: TcpStream,
+    start: Instant,
+    stop: CancellationToken,
+) {
+    let writer = PayloadWriter::new(&cfg.id, cfg.checksum);
+    let mut rng = SmallRng::seed_from_u64(cfg.seed ^ (u64::from(cfg.index) << 32));
+    let mut ticker = tokio::time::interval_at(start, cfg.tick);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut scratch = Vec::with_capacity(cfg.sizes.settings.max + 128);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut frame_ends: Vec<usize> = Vec::new();
+    let mut counter: u64 = 0;
+    // Messages due since the start, as a real number (the rate may change).
+    let mut due: f64 = 0.0;
+    let mut last = start;
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let now = Instant::now();
+        let rate = shared.rate();
+        due += rate * now.saturating_duration_since(last).as_secs_f64();
+        last = now;
+        let due_count = due as u64;
+        // At most a quarter second of traffic per write, so one write stays bounded.
+        let batch = due_count
+            .saturating_sub(counter)
+            .min(((rate * 0.25) as u64).max(64));
+        if batch > 0 {
+            buf.clear();
+            frame_ends.clear();
+            let nanos = unix_nanos_now();
+            for c in counter..counter + batch {
+                let size = cfg.sizes.sample(&mut rng);
+                writer.write(nanos, c, size, &mut scratch);
+                encode_frame(cfg.plan.priority_for(cfg.index, c), &scratch, &mut buf);
+                frame_ends.push(buf.len());
+            }
+            let t0 = Instant::now();
+            let (written, result) = write_or_stop(&mut stream, &buf, &stop).await;
+            shared
+                .write_wait_us
+                .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+            // Only whole frames count as sent.
+            let complete = frame_ends.partition_point(|&end| end <= written) as u64;
+            counter += complete;
+            shared.sent.store(counter, Ordering::Release);
+            shared.bytes.fetch_add(written as u64, Ordering::Relaxed);
+            match result {
+                WriteOutcome::Done => {}
+                WriteOutcome::Stopped => break,
+                WriteOutcome::Failed(e) => {
+                    *shared.error.lock() = Some(format!("emitter {}: write failed: {e}", cfg.id));
+                    return;
+                }
+            }
+        }
+        // Lag: messages due by now that are not sent yet, in time.
+        if rate > 0.0 {
+            let now_due = due + rate * Instant::now().saturating_duration_since(last).as_secs_f64();
+            let behind = (now_due - counter as f64).max(0.0);
+            let lag_us = (behind / rate * 1e6) as u64;
+            shared.lag_us.store(lag_us, Ordering::Relaxed);
+            shared.max_lag_us.fetch_max(lag_us, Ordering::Relaxed);
+        } else {
+            // Paused (ramp between steps): the schedule restarts from here.
+            due = counter as f64;
+            shared.lag_us.store(0, Ordering::Relaxed);
+        }
+    }
+    let _ = stream.shutdown().await;
+}
+
+enum WriteOutcome {
+    Done,
+    Stopped,
+    Failed(std::io::Error),
+}
+
+/// Write all of `data` unless `stop` comes first; returns how much was written.
+async fn write_or_stop(
+    stream: &mut TcpStream,
+    data: &[u8],
+    stop: &CancellationToken,
+) -> (usize, WriteOutcome) {
+    let mut pos = 0;
+    while pos < data.len() {
+        tokio::select! {
+            biased;
+            r = stream.write(&data[pos..]) => match r {
+                Ok(0) => return (pos, WriteOutcome::Failed(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => pos += n,
+                Err(e) => return (pos, WriteOutcome::Failed(e)),
+            },
+            _ = stop.cancelled() => return (pos, WriteOutcome::Stopped),
+        }
+    }
+    (pos, WriteOutcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_log_normal_around_the_mean() {
+        let m = SizeModel::new(&SizeSettings {
+            mean: 512.0,
+            cv: 0.3,
+            min: 64,
+            max: 4096,
+        })
+        .unwrap();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let samples: Vec<usize> = (0..20_000).map(|_| m.sample(&mut rng)).collect();
+        let mean = samples.iter().sum::<usize>() as f64 / samples.len() as f64;
+        assert!((mean - 512.0).abs() < 10.0, "mean {mean}");
+        assert!(samples.iter().all(|&s| (64..=4096).contains(&s)));
+        let distinct: std::collections::BTreeSet<_> = samples.iter().collect();
+        assert!(distinct.len() > 100);
+    }
+}

@@ -1,0 +1,285 @@
+//! Where the simulated analyzers commit what they processed: the ledger, latency
+//! histograms, per-analyzer tallies and the event log, behind one lock that is
+//! taken once per ack batch (not per message).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+
+use crate::ledger::{Ledger, Recorded};
+
+/// One message as an analyzer saw it, waiting for the analyzer's next ack.
+#[derive(Clone, Copy, Debug)]
+pub enum Received {
+    Valid {
+        emitter: u32,
+        counter: u64,
+        priority: u8,
+        priority_ok: bool,
+        latency_ns: u64,
+        bytes: u32,
+    },
+    /// Failed to parse or checksum; `emitter` if the id was readable.
+    Rejected {
+        emitter: Option<u32>,
+        reason: &'static str,
+    },
+    /// Valid, but from an emitter id this run did not create.
+    Foreign,
+}
+
+/// What happened to one simulated analyzer over the run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct AnalyzerTally {
+    /// Messages committed (acked), duplicates included.
+    pub committed: u64,
+    pub duplicates: u64,
+    pub bytes: u64,
+    pub connections: u64,
+    pub kills: u64,
+    pub stalls: u64,
+    pub restarts: u64,
+    /// Unacked messages thrown away by kills (the distributor must redeliver them).
+    pub dropped_unacked: u64,
+    /// Messages dropped by the `drop_every` test hook.
+    pub hook_dropped: u64,
+}
+
+/// Something worth a line in the timeline and the report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Event {
+    /// Seconds since emitters started.
+    pub at_secs: f64,
+    pub analyzer: Option<usize>,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// Latency histogram in nanoseconds, 3 significant digits, up to 10 minutes.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram bounds")
+}
+
+pub struct RecorderState {
+    pub ledger: Ledger,
+    pub latency_by_priority: BTreeMap<u8, Histogram<u64>>,
+    /// Latencies committed since the last timeline sample.
+    pub latency_interval: Histogram<u64>,
+    /// Latencies committed since the last `reset_step` (ramp steps).
+    pub latency_step: Histogram<u64>,
+    pub analyzers: Vec<AnalyzerTally>,
+    pub checksum_failures_unattributed: u64,
+    pub rejection_reasons: BTreeMap<&'static str, u64>,
+    pub foreign: u64,
+    pub out_of_range: u64,
+    pub priority_mismatches: u64,
+    pub bytes: u64,
+    pub events: Vec<Event>,
+    pub protocol_errors: Vec<String>,
+}
+
+pub struct Recorder {
+    state: Mutex<RecorderState>,
+    epoch: Mutex<Instant>,
+}
+
+impl Recorder {
+    pub fn new(emitters: usize, analyzers: usize) -> Self {
+        Recorder {
+            state: Mutex::new(RecorderState {
+                ledger: Ledger::new(emitters),
+                latency_by_priority: BTreeMap::new(),
+                latency_interval: new_histogram(),
+                latency_step: new_histogram(),
+                analyzers: vec![AnalyzerTally::default(); analyzers],
+                checksum_failures_unattributed: 0,
+                rejection_reasons: BTreeMap::new(),
+                foreign: 0,
+                out_of_range: 0,
+                priority_mismatches: 0,
+                bytes: 0,
+                events: Vec::new(),
+                protocol_errors: Vec::new(),
+            }),
+            epoch: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Mark "now" as time zero for events (when emitters start).
+    pub fn set_epoch(&self, at: Instant) {
+        *self.epoch.lock() = at;
+    }
+
+    pub fn elapsed_secs(&self) -> f64 {
+        self.epoch.lock().elapsed().as_secs_f64()
+    }
+
+    /// Commit an analyzer's acked batch and empty it.
+    pub fn commit(&self, analyzer: usize, batch: &mut Vec<Received>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut guard = self.state.lock();
+        let s = &mut *guard;
+        for r in batch.drain(..) {
+            match r {
+                Received::Valid {
+                    emitter,
+                    counter,
+                    priority,
+                    priority_ok,
+                    latency_ns,
+                    bytes,
+                } => {
+                    let tally = &mut s.analyzers[analyzer];
+                    tally.committed += 1;
+                    tally.bytes += u64::from(bytes);
+                    match s.ledger.record(emitter as usize, counter) {
+                        Recorded::New => {}
+                        Recorded::Duplicate => tally.duplicates += 1,
+                        Recorded::OutOfRange => s.out_of_range += 1,
+                    }
+                    if !priority_ok {
+                        s.priority_mismatches += 1;
+                    }
+                    s.bytes += u64::from(bytes);
+                    let v = latency_ns.max(1);
+                    s.latency_by_priority
+                        .entry(priority)
+                        .or_insert_with(new_histogram)
+                        .saturating_record(v);
+                    s.latency_interval.saturating_record(v);
+                    s.latency_step.saturating_record(v);
+                }
+                Received::Rejected { emitter, reason } => {
+                    s.analyzers[analyzer].committed += 1;
+                    *s.rejection_reasons.entry(reason).or_default() += 1;
+                    match emitter {
+                        Some(e) if (e as usize) < s.ledger.emitter_count() => {
+                            s.ledger.record_checksum_failure(e as usize)
+                        }
+                        _ => s.checksum_failures_unattributed += 1,
+                    }
+                }
+                Received::Foreign => {
+                    s.analyzers[analyzer].committed += 1;
+                    s.foreign += 1;
+                }
+            }
+        }
+    }
+
+    /// Run `f` on the analyzer's tally.
+    pub fn with_analyzer(&self, analyzer: usize, f: impl FnOnce(&mut AnalyzerTally)) {
+        f(&mut self.state.lock().analyzers[analyzer]);
+    }
+
+    pub fn event(&self, analyzer: Option<usize>, kind: &str, detail: String) {
+        let at_secs = self.elapsed_secs().max(0.0);
+        self.state.lock().events.push(Event {
+            at_secs,
+            analyzer,
+            kind: kind.to_string(),
+            detail,
+        });
+    }
+
+    pub fn protocol_error(&self, analyzer: usize, what: String) {
+        let msg = format!("analyzer {analyzer}: {what}");
+        tracing::warn!("{msg}");
+        self.state.lock().protocol_errors.push(msg);
+    }
+
+    /// Lock the state for reading or sampling.
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, RecorderState> {
+        self.state.lock()
+    }
+
+    /// Have all sent messages (per emitter) been committed?
+    pub fn all_received(&self, sent: &[u64]) -> bool {
+        self.state.lock().ledger.all_received(sent)
+    }
+
+    pub fn reset_step(&self) {
+        self.state.lock().latency_step.reset();
+    }
+}
+
+/// p50, p99, p99.9 and max of a histogram, as durations.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Percentiles {
+            count: h.len(),
+            p50_us: us(h.value_at_quantile(0.50)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+        }
+    }
+
+    pub fn p99(&self) -> Duration {
+        Duration::from_nanos((self.p99_us * 1000.0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_counts_everything_once() {
+        let r = Recorder::new(2, 2);
+        let v = |emitter, counter| Received::Valid {
+            emitter,
+            counter,
+            priority: 3,
+            priority_ok: true,
+            latency_ns: 1_000_000,
+            bytes: 500,
+        };
+        let mut batch = vec![v(0, 0), v(0, 1), v(1, 0)];
+        r.commit(0, &mut batch);
+        assert!(batch.is_empty());
+        let mut batch = vec![
+            v(0, 1),
+            Received::Rejected {
+                emitter: Some(1),
+                reason: "checksum mismatch",
+            },
+            Received::Rejected {
+                emitter: None,
+                reason: "malformed payload",
+            },
+            Received::Foreign,
+        ];
+        r.commit(1, &mut batch);
+        let s = r.lock();
+        assert_eq!(s.analyzers[0].committed, 3);
+        assert_eq!(s.analyzers[1].committed, 4);
+        assert_eq!(s.analyzers[1].duplicates, 1);
+        assert_eq!(s.ledger.account(1, 1).checksum_failures, 1);
+        assert_eq!(s.checksum_failures_unattributed, 1);
+        assert_eq!(s.foreign, 1);
+        assert_eq!(s.latency_by_priority[&3].len(), 4);
+        let p = Percentiles::of(&s.latency_by_priority[&3]);
+        assert!((p.p50_us - 1000.0).abs() < 2.0, "{p:?}");
+        drop(s);
+        assert!(r.all_received(&[2, 1]));
+        assert!(!r.all_received(&[3, 1]));
+    }
+}

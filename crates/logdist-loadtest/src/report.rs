@@ -1,0 +1,582 @@
+//! The end-of-run report: exact reconciliation, invariants, and the files under
+//! the results directory (summary.json, summary.txt, timeline.csv, weights.csv).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::chaos::ChaosEvent;
+use crate::distributor_process::StopOutcome;
+use crate::ledger::EmitterAccount;
+use crate::profile::{AnalyzerFormat, Checks, Handshake};
+use crate::ramp::RampResult;
+use crate::recorder::{AnalyzerTally, Event, Percentiles};
+use crate::timeline::TimelineRow;
+
+/// An emitter's lag above this means the generator could not keep its schedule.
+pub const GENERATOR_LAG_WARN_MS: f64 = 100.0;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EmitterRow {
+    pub id: String,
+    #[serde(flatten)]
+    pub account: EmitterAccount,
+    pub max_lag_ms: f64,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AnalyzerRow {
+    pub index: usize,
+    pub handshake: Handshake,
+    pub format: AnalyzerFormat,
+    pub weight: f32,
+    pub expected_share: f64,
+    pub share: f64,
+    /// share / expected_share - 1
+    pub deviation: f64,
+    #[serde(flatten)]
+    pub tally: AnalyzerTally,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PriorityLatency {
+    pub priority: u8,
+    #[serde(flatten)]
+    pub latency: Percentiles,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Totals {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub checksum_failures: u64,
+    pub unexpected: u64,
+    pub foreign: u64,
+    pub out_of_range: u64,
+    pub priority_mismatches: u64,
+    pub dead_lettered: Option<u64>,
+    pub bytes_received: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Throughput {
+    pub target_msgs_per_s: f64,
+    pub offered_msgs_per_s: f64,
+    pub delivered_msgs_per_s: f64,
+    pub delivered_peak_msgs_per_s: f64,
+    pub delivered_mb_per_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DistributorStats {
+    pub pid: u32,
+    pub cpu_avg_pct: Option<f64>,
+    pub cpu_peak_pct: f64,
+    pub peak_rss_mib: Option<f64>,
+    pub stop: Option<StopOutcome>,
+    pub log: String,
+    pub config: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub profile: String,
+    pub description: String,
+    pub started_at: String,
+    pub results_dir: String,
+    pub profile_source: String,
+    pub run_secs: f64,
+    pub profile_duration_secs: f64,
+    pub drain_secs: f64,
+    pub drained: bool,
+    pub target: String,
+    pub analyzer_target: String,
+    pub checksum: String,
+    pub seed: u64,
+    pub emitter_id_prefix: String,
+    pub passed: bool,
+    pub failures: Vec<String>,
+    pub warnings: Vec<String>,
+    pub totals: Totals,
+    pub throughput: Throughput,
+    pub latency_overall: Percentiles,
+    pub latency_by_priority: Vec<PriorityLatency>,
+    pub emitters: Vec<EmitterRow>,
+    pub analyzers: Vec<AnalyzerRow>,
+    pub generator_max_lag_ms: f64,
+    pub generator_write_wait_secs: f64,
+    pub loadtest_cpu_avg_pct: Option<f64>,
+    pub distributor: Option<DistributorStats>,
+    pub rejection_reasons: Vec<(String, u64)>,
+    pub protocol_errors: Vec<String>,
+    pub chaos_schedule: Vec<ChaosEvent>,
+    pub events: Vec<Event>,
+    pub ramp: Option<RampResult>,
+    pub aborted: Option<String>,
+}
+
+impl Summary {
+    /// Work out failures and warnings from the figures.
+    pub fn evaluate(&mut self, checks: &Checks) {
+        let mut failures = Vec::new();
+        let mut warnings = Vec::new();
+        let t = &self.totals;
+
+        if let Some(why) = &self.aborted {
+            failures.push(format!("RUN ABORTED: {why}"));
+        }
+        if t.lost > 0 {
+            let worst: Vec<String> = self
+                .emitters
+                .iter()
+                .filter(|e| e.account.lost > 0)
+                .take(5)
+                .map(|e| {
+                    format!(
+                        "{} lost {} (first missing counters {:?})",
+                        e.id, e.account.lost, e.account.first_lost
+                    )
+                })
+                .collect();
+            let mut msg = format!(
+                "LOSS: {} of {} sent messages never reached an analyzer ({:.3} %): {}",
+                t.lost,
+                t.sent,
+                t.lost as f64 * 100.0 / t.sent.max(1) as f64,
+                worst.join("; ")
+            );
+            if let Some(d) = t.dead_lettered.filter(|&d| d > 0) {
+                let _ = write!(msg, "; the distributor dead-lettered {d} messages");
+            }
+            let hooked: u64 = self.analyzers.iter().map(|a| a.tally.hook_dropped).sum();
+            if hooked > 0 {
+                let _ = write!(
+                    msg,
+                    "; the drop_every test hook made analyzers drop {hooked} acked messages"
+                );
+            }
+            if !self.drained {
+                let _ = write!(
+                    msg,
+                    "; still missing after the {:.1} s drain",
+                    self.drain_secs
+                );
+            }
+            failures.push(msg);
+        }
+        if t.duplicated > 0 {
+            let msg = format!(
+                "DUPLICATES: {} messages were processed twice (acked by an analyzer more than once)",
+                t.duplicated
+            );
+            if checks.allow_duplicates {
+                warnings.push(msg);
+            } else {
+                failures.push(msg);
+            }
+        }
+        let bad_checksums = t.checksum_failures;
+        if bad_checksums > 0 {
+            let reasons: Vec<String> = self
+                .rejection_reasons
+                .iter()
+                .map(|(r, n)| format!("{n} x {r}"))
+                .collect();
+            failures.push(format!(
+                "CHECKSUM: {bad_checksums} messages arrived corrupted or unparsable ({})",
+                reasons.join(", ")
+            ));
+        }
+        if t.priority_mismatches > 0 {
+            failures.push(format!(
+                "PRIORITY: {} messages arrived with a different priority than they were sent with",
+                t.priority_mismatches
+            ));
+        }
+        if t.unexpected > 0 || t.out_of_range > 0 {
+            failures.push(format!(
+                "INTEGRITY: {} messages arrived that their emitter never sent",
+                t.unexpected + t.out_of_range
+            ));
+        }
+        if t.foreign > 0 {
+            warnings.push(format!(
+                "{} messages from other runs or unknown emitters arrived (ignored)",
+                t.foreign
+            ));
+        }
+        for e in &self.emitters {
+            if let Some(err) = &e.error {
+                failures.push(format!("EMITTER: {err}"));
+            }
+        }
+        for p in &self.protocol_errors {
+            failures.push(format!("ANALYZER: {p}"));
+        }
+        if checks.check_shares && t.received > 0 {
+            for a in &self.analyzers {
+                if a.deviation.abs() > checks.share_tolerance {
+                    failures.push(format!(
+                        "SHARE: analyzer a{} got {:.3} % of messages, expected {:.3} % for weight {} \
+                         (deviation {:+.2} %, tolerance {:.2} %)",
+                        a.index,
+                        a.share * 100.0,
+                        a.expected_share * 100.0,
+                        a.weight,
+                        a.deviation * 100.0,
+                        checks.share_tolerance * 100.0
+                    ));
+                }
+            }
+        }
+        if let Some(bound) = checks.max_p99
+            && self.latency_overall.p99() > bound
+        {
+            failures.push(format!(
+                "LATENCY: p99 {:.3} ms is over the bound {:?}",
+                self.latency_overall.p99_us / 1000.0,
+                bound
+            ));
+        }
+        if let Some(d) = &self.distributor
+            && let Some(stop) = &d.stop
+            && !stop.clean()
+        {
+            failures.push(format!("DISTRIBUTOR: logdist {}", stop.description));
+        }
+        if self.generator_max_lag_ms > GENERATOR_LAG_WARN_MS {
+            warnings.push(format!(
+                "the load generator fell behind its schedule by up to {:.0} ms \
+                 (offered {:.0} of {:.0} msg/s; emitters spent {:.1} s in socket writes in \
+                 total, which grows with distributor backpressure)",
+                self.generator_max_lag_ms,
+                self.throughput.offered_msgs_per_s,
+                self.throughput.target_msgs_per_s,
+                self.generator_write_wait_secs
+            ));
+        }
+        if let Some(r) = &self.ramp
+            && r.best.is_none()
+        {
+            failures.push(format!(
+                "RAMP: not even the first step passed ({})",
+                r.stop_reason
+            ));
+        }
+        self.passed = failures.is_empty();
+        self.failures = failures;
+        self.warnings = warnings;
+    }
+
+    /// The report as text (printed and written to summary.txt).
+    pub fn render_text(&self) -> String {
+        let mut s = String::new();
+        let t = &self.totals;
+        let _ = writeln!(
+            s,
+            "logdist load test: profile {} ({}) - {}",
+            self.profile, self.description, self.started_at
+        );
+        let _ = writeln!(
+            s,
+            "ran {:.1} s (profile {:.0} s) + drain {:.1} s; emitters -> {}, analyzers -> {}; checksum {}; seed {}",
+            self.run_secs,
+            self.profile_duration_secs,
+            self.drain_secs,
+            self.target,
+            self.analyzer_target,
+            self.checksum,
+            self.seed
+        );
+        let _ = writeln!(s, "results: {}", self.results_dir);
+        let _ = writeln!(s);
+        let _ = writeln!(s, "RESULT: {}", if self.passed { "PASS" } else { "FAIL" });
+        for f in &self.failures {
+            let _ = writeln!(s, "  FAILED  {f}");
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "  WARNING {w}");
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "messages: sent {}  received {}  lost {}  duplicated {}  checksum failures {}  priority mismatches {}{}",
+            t.sent,
+            t.received,
+            t.lost,
+            t.duplicated,
+            t.checksum_failures,
+            t.priority_mismatches,
+            match t.dead_lettered {
+                Some(d) => format!("  dead-lettered {d}"),
+                None => String::new(),
+            }
+        );
+        let tp = &self.throughput;
+        let _ = writeln!(
+            s,
+            "throughput: target {:.0} msg/s  offered {:.0} msg/s  delivered {:.0} msg/s (peak {:.0})  {:.2} MB/s payload",
+            tp.target_msgs_per_s,
+            tp.offered_msgs_per_s,
+            tp.delivered_msgs_per_s,
+            tp.delivered_peak_msgs_per_s,
+            tp.delivered_mb_per_s
+        );
+        let _ = writeln!(
+            s,
+            "generator: max lag {:.1} ms, {:.2} s waiting on writes; load test CPU {}",
+            self.generator_max_lag_ms,
+            self.generator_write_wait_secs,
+            pct(self.loadtest_cpu_avg_pct)
+        );
+        if let Some(d) = &self.distributor {
+            let _ = writeln!(
+                s,
+                "distributor: pid {}  CPU avg {} (peak {:.0} %) of one core  peak RSS {}  stop: {}",
+                d.pid,
+                pct(d.cpu_avg_pct),
+                d.cpu_peak_pct,
+                d.peak_rss_mib
+                    .map(|m| format!("{m:.1} MiB"))
+                    .unwrap_or_else(|| "n/a".into()),
+                d.stop
+                    .as_ref()
+                    .map(|o| o.description.clone())
+                    .unwrap_or_else(|| "n/a".into())
+            );
+        }
+        let _ = writeln!(s);
+
+        let _ = writeln!(
+            s,
+            "{:<18} {:>10} {:>10} {:>8} {:>6} {:>9} {:>9}",
+            "emitter", "sent", "received", "lost", "dup", "checksum", "lag ms"
+        );
+        for e in &self.emitters {
+            let a = &e.account;
+            let _ = writeln!(
+                s,
+                "{:<18} {:>10} {:>10} {:>8} {:>6} {:>9} {:>9.1}",
+                e.id, a.sent, a.received, a.lost, a.duplicated, a.checksum_failures, e.max_lag_ms
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{:<18} {:>10} {:>10} {:>8} {:>6} {:>9}",
+            "total", t.sent, t.received, t.lost, t.duplicated, t.checksum_failures
+        );
+        let _ = writeln!(s);
+
+        let _ = writeln!(
+            s,
+            "{:<9} {:<12} {:>7} {:>10} {:>9} {:>9} {:>9} {:>6} {:>6} {:>8} {:>9}",
+            "analyzer",
+            "protocol",
+            "weight",
+            "received",
+            "share %",
+            "expect %",
+            "dev %",
+            "kills",
+            "stalls",
+            "restarts",
+            "unacked"
+        );
+        for a in &self.analyzers {
+            let proto = format!(
+                "{}/{}",
+                match a.handshake {
+                    Handshake::Seed => "seed",
+                    Handshake::Hello => "hello",
+                },
+                match a.format {
+                    AnalyzerFormat::Frame => "frame",
+                    AnalyzerFormat::Ndjson => "ndjson",
+                }
+            );
+            let _ = writeln!(
+                s,
+                "{:<9} {:<12} {:>7} {:>10} {:>9.3} {:>9.3} {:>+9.3} {:>6} {:>6} {:>8} {:>9}",
+                format!("a{}", a.index),
+                proto,
+                a.weight,
+                a.tally.committed,
+                a.share * 100.0,
+                a.expected_share * 100.0,
+                a.deviation * 100.0,
+                a.tally.kills,
+                a.tally.stalls,
+                a.tally.restarts,
+                a.tally.dropped_unacked
+            );
+        }
+        let _ = writeln!(s);
+
+        let _ = writeln!(
+            s,
+            "{:<10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "latency", "count", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        let row = |s: &mut String, name: &str, p: &Percentiles| {
+            let _ = writeln!(
+                s,
+                "{:<10} {:>10} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+                name,
+                p.count,
+                p.p50_us / 1000.0,
+                p.p99_us / 1000.0,
+                p.p999_us / 1000.0,
+                p.max_us / 1000.0
+            );
+        };
+        for p in &self.latency_by_priority {
+            row(&mut s, &format!("prio {}", p.priority), &p.latency);
+        }
+        row(&mut s, "all", &self.latency_overall);
+
+        if !self.chaos_schedule.is_empty() || !self.events.is_empty() {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "events:");
+            for e in &self.events {
+                let who = e.analyzer.map(|a| format!("a{a} ")).unwrap_or_default();
+                let _ = writeln!(s, "  {:>7.2}s {who}{}: {}", e.at_secs, e.kind, e.detail);
+            }
+        }
+        if let Some(r) = &self.ramp {
+            let _ = writeln!(s);
+            s.push_str(&r.render_text());
+        }
+        s
+    }
+
+    /// Write summary.json, summary.txt, timeline.csv and weights.csv.
+    pub fn write_files(&self, dir: &Path, timeline: &[TimelineRow]) -> std::io::Result<()> {
+        std::fs::write(
+            dir.join("summary.json"),
+            serde_json::to_string_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::write(dir.join("summary.txt"), self.render_text())?;
+        std::fs::write(
+            dir.join("timeline.csv"),
+            timeline_csv(timeline, self.analyzers.len()),
+        )?;
+        std::fs::write(dir.join("weights.csv"), weights_csv(&self.analyzers))?;
+        Ok(())
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|c| format!("{c:.1} %"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.2}")).unwrap_or_default()
+}
+
+pub fn timeline_csv(rows: &[TimelineRow], analyzers: usize) -> String {
+    let mut s = String::from(
+        "t_s,phase,offered_msgs,delivered_msgs,offered_msgs_per_s,delivered_msgs_per_s,in_flight,lost_so_far,\
+         p50_us,p99_us,max_us,generator_lag_ms,distributor_cpu_pct,distributor_rss_mib,loadtest_cpu_pct",
+    );
+    for a in 0..analyzers {
+        let _ = write!(s, ",a{a}_msgs");
+    }
+    s.push_str(",events\n");
+    for r in rows {
+        let _ = write!(
+            s,
+            "{:.3},{},{},{},{:.1},{:.1},{},{},{:.1},{:.1},{:.1},{:.2},{},{},{}",
+            r.t,
+            r.phase,
+            r.offered,
+            r.delivered,
+            r.offered as f64 / r.interval,
+            r.delivered as f64 / r.interval,
+            r.in_flight,
+            r.lost_so_far,
+            r.latency.p50_us,
+            r.latency.p99_us,
+            r.latency.max_us,
+            r.generator_lag_ms,
+            opt(r.distributor_cpu_pct),
+            opt(r.distributor_rss_mib),
+            opt(r.loadtest_cpu_pct),
+        );
+        for a in 0..analyzers {
+            let _ = write!(s, ",{}", r.per_analyzer.get(a).copied().unwrap_or(0));
+        }
+        let _ = writeln!(s, ",\"{}\"", r.events.replace('"', "'"));
+    }
+    s
+}
+
+pub fn weights_csv(analyzers: &[AnalyzerRow]) -> String {
+    let mut s = String::from(
+        "analyzer,handshake,format,weight,expected_share,received,share,deviation,kills,stalls,restarts,dropped_unacked\n",
+    );
+    for a in analyzers {
+        let _ = writeln!(
+            s,
+            "a{},{:?},{:?},{},{:.6},{},{:.6},{:.6},{},{},{},{}",
+            a.index,
+            a.handshake,
+            a.format,
+            a.weight,
+            a.expected_share,
+            a.tally.committed,
+            a.share,
+            a.deviation,
+            a.tally.kills,
+            a.tally.stalls,
+            a.tally.restarts,
+            a.tally.dropped_unacked
+        );
+    }
+    s.to_lowercase()
+}
+
+/// Expected shares from weights, actual shares from counts, and the relative
+/// deviation of each.
+pub fn shares(weights: &[f32], counts: &[u64]) -> Vec<(f64, f64, f64)> {
+    let wsum: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    let csum: u64 = counts.iter().sum();
+    weights
+        .iter()
+        .zip(counts)
+        .map(|(&w, &c)| {
+            let expected = f64::from(w) / wsum;
+            let share = if csum > 0 {
+                c as f64 / csum as f64
+            } else {
+                0.0
+            };
+            let deviation = if csum > 0 {
+                share / expected - 1.0
+            } else {
+                0.0
+            };
+            (expected, share, deviation)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_deviation_is_relative() {
+        let s = shares(&[0.5, 0.3, 0.2], &[500, 300, 200]);
+        for (e, sh, d) in &s {
+            assert!((e - sh).abs() < 1e-6 && d.abs() < 1e-6);
+        }
+        let s = shares(&[1.0, 1.0], &[505, 495]);
+        assert!((s[0].2 - 0.01).abs() < 1e-9);
+        assert!((s[1].2 + 0.01).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,46 @@
+# logdist tasks. `just` lists them.
+
+default:
+    @just --list
+
+# ---- Load tests (crates/logdist-loadtest; README there) ----------------------
+# Extra arguments go to logdist-loadtest, e.g. `just loadtest-basic --duration 10s`
+# or `just loadtest-chaos --checksum fnv --seed 7`. Results land in
+# loadtest/results/<profile>-<time>/ (summary.txt/json, timeline.csv,
+# weights.csv, chart.svg, logdist.log). Exit status 0 only if every invariant held.
+
+# Build the distributor and the load tester (release).
+loadtest-build:
+    cargo build --release -p logdist -p logdist-loadtest
+
+# 3 emitters / 3 analyzers, 300 msg/s each, 60 s, one priority.
+loadtest-basic *ARGS: loadtest-build
+    ./target/release/logdist-loadtest basic {{ARGS}}
+
+# 100 emitters / 10 analyzers, 800 msg/s each (80,000 msg/s), 120 s, weighted priorities.
+loadtest-throughput *ARGS: loadtest-build
+    ./target/release/logdist-loadtest throughput {{ARGS}}
+
+# 20 emitters / 8 analyzers, 500 msg/s each, 300 s, analyzer kills, stalls and restarts.
+loadtest-chaos *ARGS: loadtest-build
+    ./target/release/logdist-loadtest chaos {{ARGS}}
+
+# The benchmark: ramp the offered rate until loss or p99 over the bound; prints msg/s and MB/s.
+loadtest-max *ARGS: loadtest-build
+    ./target/release/logdist-loadtest max {{ARGS}}
+
+# The load tester's own tests, end-to-end runs against a real logdist included.
+loadtest-test:
+    cargo build -p logdist
+    cargo test -p logdist-loadtest
+
+# ---- The two README commands ---------------------------------------------------
+
+# The main job: a complete distributor + emitters + analyzers run with a report.
+demo:
+    cargo build --release -p logdist -p logdist-loadtest
+    ./target/release/logdist-loadtest basic --duration 20s
+
+# Every test (what CI runs after fmt and clippy: see .ci/run).
+test:
+    cargo test --workspace
