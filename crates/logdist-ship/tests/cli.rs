@@ -1,0 +1,283 @@
+//! The `logdist-ship` binary: flags, environment, precedence, exit codes.
+
+mod support;
+
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use support::*;
+
+/// Runs the binary with a clean environment plus `env`.
+fn ship(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn config_json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let mut all = vec!["--print-config"];
+    all.extend_from_slice(args);
+    let out = ship(&all, env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn defaults_match_the_seed() {
+    let c = config_json(&[], &[]);
+    assert_eq!(c["log_files"], serde_json::json!(["/var/log/app.log"]));
+    assert_eq!(c["server_host"], "localhost");
+    assert_eq!(c["server_port"], 9000);
+    assert_eq!(c["mode"], "batch");
+    assert_eq!(c["compress"], false);
+    assert_eq!(c["batch_size"], 1);
+    assert_eq!(c["resilient"], false);
+    assert_eq!(c["buffer_size"], 50000);
+    assert_eq!(c["metrics_interval"], 0.0);
+    assert_eq!(c["poll_interval"], 0.5);
+    assert_eq!(c["checkpoint"], serde_json::Value::Null);
+    // The library's defaults are the command's.
+    let lib = logdist_ship::Config::new(vec!["/var/log/app.log".into()], "localhost", 9000);
+    assert_eq!(c, serde_json::to_value(&lib).unwrap());
+}
+
+#[test]
+fn environment_overrides_defaults_and_flags_override_environment() {
+    let env = [
+        ("LOG_FILE", "/tmp/a.log,/tmp/b.log"),
+        ("SERVER_HOST", "logs.example"),
+        ("SERVER_PORT", "9100"),
+        ("SHIPPING_MODE", "continuous"),
+        ("COMPRESS", "true"),
+        ("BATCH_SIZE", "5"),
+        ("RESILIENT", "true"),
+        ("BUFFER_SIZE", "100"),
+        ("METRICS_INTERVAL", "10"),
+        ("POLL_INTERVAL", "0.25"),
+        ("CHECKPOINT_FILE", "/tmp/cp"),
+        ("PRIORITY", "4"),
+    ];
+    let c = config_json(&[], &env);
+    assert_eq!(
+        c["log_files"],
+        serde_json::json!(["/tmp/a.log", "/tmp/b.log"])
+    );
+    assert_eq!(
+        (c["server_host"].as_str(), c["server_port"].as_u64()),
+        (Some("logs.example"), Some(9100))
+    );
+    assert_eq!(c["mode"], "continuous");
+    assert_eq!(
+        (c["compress"].as_bool(), c["resilient"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        (c["batch_size"].as_u64(), c["buffer_size"].as_u64()),
+        (Some(5), Some(100))
+    );
+    assert_eq!(
+        (c["metrics_interval"].as_f64(), c["poll_interval"].as_f64()),
+        (Some(10.0), Some(0.25))
+    );
+    assert_eq!(c["checkpoint"], "/tmp/cp");
+    assert_eq!(c["priority"], 4);
+    assert_eq!(c["max_retries"], 0, "resilient retries forever by default");
+
+    let c = config_json(
+        &[
+            "--log-file",
+            "/x.log",
+            "--server-host",
+            "cli",
+            "--server-port",
+            "1",
+            "--mode",
+            "batch",
+            "--compress=false",
+            "--batch-size",
+            "2",
+            "--resilient=false",
+            "--buffer-size",
+            "3",
+            "--metrics-interval",
+            "1",
+            "--poll-interval",
+            "2",
+            "--priority",
+            "0",
+        ],
+        &env,
+    );
+    assert_eq!(c["log_files"], serde_json::json!(["/x.log"]));
+    assert_eq!(
+        (c["server_host"].as_str(), c["server_port"].as_u64()),
+        (Some("cli"), Some(1))
+    );
+    assert_eq!(c["mode"], "batch");
+    assert_eq!(
+        (c["compress"].as_bool(), c["resilient"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert_eq!(
+        (c["batch_size"].as_u64(), c["buffer_size"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(
+        (c["metrics_interval"].as_f64(), c["poll_interval"].as_f64()),
+        (Some(1.0), Some(2.0))
+    );
+    assert_eq!(c["priority"], 0);
+    assert_eq!(c["max_retries"], 5);
+}
+
+#[test]
+fn help_documents_every_flag_with_its_variable() {
+    let out = ship(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, env) in [
+        ("--log-file", "LOG_FILE"),
+        ("--server-host", "SERVER_HOST"),
+        ("--server-port", "SERVER_PORT"),
+        ("--mode", "SHIPPING_MODE"),
+        ("--compress", "COMPRESS"),
+        ("--batch-size", "BATCH_SIZE"),
+        ("--resilient", "RESILIENT"),
+        ("--buffer-size", "BUFFER_SIZE"),
+        ("--metrics-interval", "METRICS_INTERVAL"),
+        ("--poll-interval", "POLL_INTERVAL"),
+        ("--checkpoint", "CHECKPOINT_FILE"),
+        ("--priority", "PRIORITY"),
+        ("--level-map", "LEVEL_MAP"),
+        ("--max-retries", "MAX_RETRIES"),
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "{env} missing from --help"
+        );
+    }
+    assert!(help.contains("[default: /var/log/app.log]"));
+    assert!(help.contains("Exit codes"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.log");
+    let pattern = format!("{}/*.nothing", dir.path().display());
+    for args in [
+        vec!["--mode", "sometimes"],
+        vec!["--batch-size", "0"],
+        vec!["--log-file", missing.to_str().unwrap()],
+        vec!["--log-file", &pattern, "--mode", "continuous"],
+    ] {
+        let out = ship(&args, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_lines_give_exit_code_1_and_a_summary() {
+    let server = FakeServer::start(Arc::new(|_, _, line| {
+        Some(if line.contains("json") {
+            Reply::Error
+        } else {
+            Reply::Ok
+        })
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.log");
+    append(&file, &log_lines("cli", 0, 50));
+    let port = server.addr.port().to_string();
+    let file = file.to_str().unwrap();
+    let out = ship_async(&[
+        "--log-file",
+        file,
+        "--server-host",
+        "127.0.0.1",
+        "--server-port",
+        &port,
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("lines_read=50 shipped_ok=45 rejected=5"),
+        "{stdout}"
+    );
+
+    // Everything accepted (no JSON line among lines 0..7): exit code 0.
+    let clean = dir.path().join("clean.log");
+    append(&clean, &log_lines("clean", 0, 7));
+    let clean = clean.to_str().unwrap();
+    let out = ship_async(&[
+        "--log-file",
+        clean,
+        "--server-host",
+        "127.0.0.1",
+        "--server-port",
+        &port,
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("lines_read=7 shipped_ok=7 rejected=0"),
+        "{stdout}"
+    );
+}
+
+/// [`ship`] off the async threads, bounded in time.
+async fn ship_async(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    within(
+        "the binary",
+        tokio::task::spawn_blocking(move || {
+            ship(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+        }),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_gives_exit_code_1_after_max_retries() {
+    let addr = free_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.log");
+    append(&file, &log_lines("x", 0, 3));
+    let port = addr.port().to_string();
+    let out = ship_async(&[
+        "--log-file",
+        file.to_str().unwrap(),
+        "--server-host",
+        "127.0.0.1",
+        "--server-port",
+        &port,
+        "--max-retries",
+        "3",
+        "--backoff-initial",
+        "0.01",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("gave up"), "{stdout}");
+}

@@ -1,0 +1,193 @@
+//! The shipper against fake servers that drop the connection, refuse it, or
+//! answer errors.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+use tokio::net::TcpListener;
+
+fn lines_file(dir: &tempfile::TempDir, n: usize) -> (std::path::PathBuf, Vec<String>) {
+    let file = dir.path().join("app.log");
+    let lines = log_lines("fake", 0, n);
+    append(&file, &lines);
+    (file, expected(&lines))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_dropped_mid_batch_is_resent_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = lines_file(&dir, 400);
+    for compress in [false, true] {
+        // First connection: ack 37 lines, then close; later ones ack everything.
+        let server = FakeServer::start(Arc::new(|conn, n, _| {
+            (conn > 0 || n < 37).then_some(Reply::Ok)
+        }))
+        .await;
+        let mut config = ship_config(&[&file], server.addr);
+        config.batch_size = 10;
+        config.compress = compress;
+        let summary = within("run", logdist_ship::run(config, std::future::pending()))
+            .await
+            .unwrap();
+        assert_eq!(summary.exit_code(), 0, "{summary}");
+        assert_eq!(summary.shipped, 400);
+        assert!(summary.resent > 0, "{summary}");
+        assert!(
+            server.connections.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+            "reconnected"
+        );
+        // Every line acked exactly once: nothing acked was sent again.
+        assert_exactly_once(&server.acked_ok(), &want);
+        let on_first = server.seen().iter().filter(|s| s.connection == 0).count();
+        assert_eq!(on_first, 37);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_reset_after_acks_still_delivers_every_line() {
+    // A hard drop: the fake reads a batch, acks part, and vanishes with a
+    // reset (unread input). At least once: every line acked, maybe twice.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = lines_file(&dir, 200);
+    let mut config = ship_config(&[&file], addr);
+    config.batch_size = 25;
+    let (_stop, shipper) = spawn_shipper(config);
+    let (mut stream, _) = within("accept", listener.accept()).await.unwrap();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while got.iter().filter(|b| **b == b'\n').count() < 20 {
+            let n = within("read", stream.read(&mut buf)).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        let ok = "{\"status\":\"ok\",\"message\":\"received\"}\n".repeat(5);
+        stream.write_all(ok.as_bytes()).await.unwrap();
+        stream.set_zero_linger().unwrap();
+    }
+    drop(stream);
+    // The same port now serves a fake that acks everything.
+    drop(listener);
+    let rest = FakeServer::serve(
+        TcpListener::bind(addr).await.unwrap(),
+        Arc::new(|_, _, _| Some(Reply::Ok)),
+    );
+    let summary = within("shipper", shipper).await.unwrap().unwrap();
+    assert_eq!(summary.exit_code(), 0, "{summary}");
+    assert_eq!(summary.shipped, want.len() as u64);
+    assert!(summary.resent >= 15, "{summary}");
+    // Everything past the 5 acked on the reset connection was acked by the
+    // second server, once.
+    let acked = rest.acked_ok();
+    assert!(want[5..].iter().all(|l| acked.contains(l)));
+    assert_eq!(
+        multiset(acked.clone()).len(),
+        acked.len(),
+        "no duplicate acks"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_backs_off_until_the_server_appears() {
+    let addr = free_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = lines_file(&dir, 100);
+    let mut config = ship_config(&[&file], addr);
+    config.resilient = true;
+    config.max_retries = 0; // retry forever
+    config.batch_size = 7;
+    let (_stop, shipper) = spawn_shipper(config);
+    // Let it fail a few times on purpose (nothing listens yet).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!shipper.is_finished());
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let server = FakeServer::serve(listener, Arc::new(|_, _, _| Some(Reply::Ok)));
+    let summary = within("shipper", shipper).await.unwrap().unwrap();
+    assert_eq!(summary.exit_code(), 0, "{summary}");
+    assert_exactly_once(&server.acked_ok(), &want);
+    assert_eq!(summary.resent, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_gives_up_after_max_retries() {
+    let addr = free_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = lines_file(&dir, 10);
+    let mut config = ship_config(&[&file], addr);
+    config.max_retries = 3;
+    config.checkpoint = Some(dir.path().join("cp"));
+    let summary = within("run", logdist_ship::run(config, std::future::pending()))
+        .await
+        .unwrap();
+    assert!(summary.gave_up, "{summary}");
+    assert_eq!(summary.exit_code(), 1);
+    assert_eq!(summary.shipped, 0);
+    assert!(summary.undelivered > 0);
+    assert!(
+        !dir.path().join("cp").exists(),
+        "nothing acked, nothing checkpointed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_replies_count_as_rejected_and_are_not_resent() {
+    let server = FakeServer::start(Arc::new(|_, _, line| {
+        Some(if line.contains("free-form") {
+            Reply::Error
+        } else {
+            Reply::Ok
+        })
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = lines_file(&dir, 300);
+    let bad = want.iter().filter(|l| l.contains("free-form")).count();
+    assert_eq!(bad, 30);
+    for compress in [false, true] {
+        server.seen.lock().unwrap().clear();
+        let mut config = ship_config(&[&file], server.addr);
+        config.batch_size = 8;
+        config.compress = compress;
+        let summary = within("run", logdist_ship::run(config, std::future::pending()))
+            .await
+            .unwrap();
+        assert_eq!((summary.rejected, summary.shipped), (30, 270), "{summary}");
+        assert_eq!(summary.exit_code(), 1);
+        // Each line seen once: rejected ones were not sent again.
+        let seen: Vec<String> = server.seen().into_iter().map(|s| s.line).collect();
+        assert_exactly_once(&seen, &want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_error_reply_for_a_gzip_frame_rejects_the_whole_frame() {
+    let server = FakeServer::start(Arc::new(|_, _, _| Some(Reply::Ok))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.log");
+    let mut lines = log_lines("frame", 0, 20);
+    lines[12] = "2024-01-15 08:00:00 ERROR BADFRAME".into();
+    append(&file, &lines);
+    let mut config = ship_config(&[&file], server.addr);
+    config.compress = true;
+    config.batch_size = 5;
+    // Frames of up to five lines (how many depends on how far the reader is ahead).
+    config.resilient = true;
+    config.max_retries = 0;
+    let summary = within("run", logdist_ship::run(config, std::future::pending()))
+        .await
+        .unwrap();
+    // The frame holding line 12 is rejected as a whole: one reply, several lines;
+    // the shipper stays in step and the other frames are acked.
+    assert_eq!(summary.rejected + summary.shipped, 20, "{summary}");
+    assert!(summary.rejected >= 1, "{summary}");
+    let rejected: Vec<_> = server.seen().into_iter().filter(|s| !s.acked_ok).collect();
+    assert_eq!(rejected.len() as u64, summary.rejected, "{rejected:?}");
+    assert!(rejected.iter().any(|s| s.line.contains("BADFRAME")));
+    assert_eq!(summary.exit_code(), 1);
+}
