@@ -79,6 +79,10 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGDIST_ANALYZER_LISTEN")]
     pub analyzer_listen: Option<SocketAddr>,
 
+    /// Address of the admin HTTP API and /metrics; "" turns it off.
+    #[arg(long, env = "LOGDIST_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+
     /// Capacity of each of an analyzer's 256 priority queues.
     #[arg(long, env = "LOGDIST_QUEUE_CAPACITY")]
     pub queue_capacity: Option<usize>,
@@ -146,6 +150,7 @@ impl ServeArgs {
             config.listeners = plain.chain(acked).collect();
         }
         set(&mut config.analyzers.listen, self.analyzer_listen);
+        set(&mut config.admin.listen, self.admin_listen.clone());
         set(&mut config.analyzers.queue_capacity, self.queue_capacity);
         set(&mut config.analyzers.window, self.window);
         set(&mut config.delivery.max_attempts, self.max_attempts);

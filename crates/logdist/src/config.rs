@@ -127,15 +127,31 @@ pub struct PrioritiesConfig {
     pub levels: BTreeMap<String, u8>,
 }
 
+/// The admin HTTP API (docs/operations.md).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
+    /// host:port, or "" for no admin API.
     pub listen: String,
 }
 
+impl AdminConfig {
+    /// Where to listen, or `None` when the admin API is off. Only call on a
+    /// validated config.
+    pub fn address(&self) -> Option<SocketAddr> {
+        if self.listen.is_empty() {
+            None
+        } else {
+            self.listen.parse().ok()
+        }
+    }
+}
+
+/// The CSV metrics export (docs/operations.md lists its columns).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
+    /// File that gets one row per `interval`; "" for none.
     pub csv_path: String,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -348,6 +364,15 @@ impl Config {
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));
         }
+        if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "admin.listen",
+                format!("must be ip:port or \"\" (off), got {:?}", self.admin.listen),
+            ));
+        }
+        if self.metrics.interval.is_zero() {
+            return Err(invalid("metrics.interval", "must be longer than 0s"));
+        }
         Ok(())
     }
 }
@@ -471,5 +496,13 @@ acks = false
         config.analyzers.window = 0;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("analyzers.window"), "{err}");
+
+        let mut config = Config::default();
+        config.admin.listen = "localhost".to_string();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("admin.listen"), "{err}");
+        config.admin.listen = String::new();
+        config.validate().unwrap();
+        assert_eq!(config.admin.address(), None);
     }
 }

@@ -20,6 +20,7 @@ use tokio_util::codec::Decoder;
 use crate::config::AckMode;
 use crate::delivery::SHUTDOWN_ERROR;
 use crate::server::Shared;
+use crate::stats::{CLASSES, class_of};
 
 /// Bytes asked of the socket per read; also the size of the buffers messages share.
 const READ_CHUNK: usize = 64 * 1024;
@@ -40,6 +41,8 @@ pub struct EmitterConnection {
 #[derive(Default)]
 struct Tally {
     accepted: u64,
+    /// `accepted`, by priority class.
+    accepted_by_class: [u64; CLASSES.len()],
     routed: u64,
     held: u64,
     diverted: u64,
@@ -160,6 +163,7 @@ impl EmitterConnection {
         env: Envelope,
     ) -> Result<(), End> {
         self.tally.accepted += 1;
+        self.tally.accepted_by_class[class_of(env.priority())] += 1;
         let give_up = shared.shutdown.hard_stop.cancelled();
         let placing = shared.router.route_or_wait(cursor, env, give_up);
         tokio::pin!(placing);
@@ -214,6 +218,10 @@ impl EmitterConnection {
 
     fn flush_tally(&mut self, shared: &Shared) {
         let t = &mut self.tally;
+        // Per class first, so whoever sees the total finds its parts.
+        for (class, n) in t.accepted_by_class.iter_mut().enumerate() {
+            shared.stats.accepted_by_class[class].add(std::mem::take(n));
+        }
         shared.stats.accepted.add(t.accepted);
         shared.stats.routed.add(t.routed);
         shared.stats.held.add(t.held);

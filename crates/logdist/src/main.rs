@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use logdist::Server;
 use logdist::cli::{Cli, Command, DeadLetterCommand, ReplayArgs, ServeArgs};
+use logdist::reload::ReloadHandle;
 use logdist::server::write_ready_file;
 use tracing_subscriber::EnvFilter;
 
@@ -79,7 +80,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
             eprintln!("logdist: cannot write ready file {}: {err}", path.display());
             return ExitCode::FAILURE;
         }
+        let reloads = tokio::spawn(reload_on_sighup(server.reload_handle(), args));
         let report = server.run(shutdown_signal()).await;
+        reloads.abort();
         let s = &report.stats;
         tracing::info!(
             accepted = s.accepted,
@@ -94,6 +97,31 @@ async fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Reloads the config (file, then the same flags and env vars) on every
+/// SIGHUP; a config that does not load or validate changes nothing.
+async fn reload_on_sighup(reload: ReloadHandle, args: ServeArgs) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::error!(%err, "cannot listen for SIGHUP; config reload is off");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!(config = ?args.config, "SIGHUP received: reloading the config");
+        match args.load_config() {
+            // `reload` logs the outcome either way.
+            Ok(config) => {
+                let _ = reload.reload(config).await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "config reload rejected; the running config stays");
+            }
         }
     }
 }

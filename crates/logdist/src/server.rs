@@ -2,9 +2,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use logdist_router::Router;
 use logdist_wire::{IngestLimits, PriorityTable};
@@ -13,13 +13,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::admin;
 use crate::analyzer;
 use crate::analyzer::directory::Directory;
-use crate::config::{AckMode, Config, StaticAnalyzerConfig};
+use crate::config::{AckMode, Config, MetricsConfig};
 use crate::dead_letter::DeadLetterFile;
 use crate::delivery::Redelivery;
 use crate::emitter::EmitterConnection;
 use crate::holding::release_held;
+use crate::metrics_csv;
+use crate::reload::{ReloadHandle, Reloader};
 use crate::shutdown::Shutdown;
 use crate::stats::{Stats, StatsSnapshot};
 
@@ -38,6 +41,10 @@ pub struct Shared {
     pub probe_interval: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// When the server was bound, for uptimes.
+    pub started: Instant,
+    /// Where dead letters are written (the admin API reads them back).
+    pub dead_letter_path: PathBuf,
 }
 
 /// A distributor whose listeners are bound (so their ports are known) but not yet serving.
@@ -45,11 +52,13 @@ pub struct Server {
     shared: Arc<Shared>,
     emitter_listeners: Vec<(TcpListener, AckMode)>,
     analyzer_listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     dead_letters: DeadLetterFile,
     max_connections: usize,
     grace: Duration,
-    statics: Vec<StaticAnalyzerConfig>,
     hold_timeout: Option<Duration>,
+    metrics: MetricsConfig,
+    reloader: Arc<Reloader>,
 }
 
 /// The addresses a bound [`Server`] listens on.
@@ -58,6 +67,8 @@ pub struct Addresses {
     pub pid: u32,
     pub listeners: Vec<ListenerAddress>,
     pub analyzers: SocketAddr,
+    /// The admin HTTP API, unless `[admin] listen` is empty.
+    pub admin: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -81,6 +92,10 @@ impl Server {
             emitter_listeners.push((bound, listener.ack));
         }
         let analyzer_listener = bind(config.analyzers.listen, "analyzer").await?;
+        let admin_listener = match config.admin.address() {
+            Some(address) => Some(bind(address, "admin HTTP request").await?),
+            None => None,
+        };
 
         let stats = Arc::new(Stats::default());
         let router = Arc::new(Router::with_holding(config.delivery.hold_capacity));
@@ -96,7 +111,7 @@ impl Server {
         );
         let priorities =
             PriorityTable::new(config.priorities.levels.clone(), config.priorities.default);
-        let directory = Directory::new(stats.clone());
+        let directory = Directory::new(stats.clone(), router.clone());
         for analyzer in &config.analyzers.statics {
             directory.add_static(
                 &Arc::from(analyzer.id.as_str()),
@@ -122,16 +137,21 @@ impl Server {
             probe_interval: config.analyzers.probe_interval,
             reconnect_min: config.analyzers.reconnect_min,
             reconnect_max: config.analyzers.reconnect_max,
+            started: Instant::now(),
+            dead_letter_path: config.delivery.dead_letter_path.clone(),
         });
+        let reloader = Arc::new(Reloader::new(shared.clone(), config.clone()));
         Ok(Server {
             shared,
             emitter_listeners,
             analyzer_listener,
+            admin_listener,
             dead_letters,
             max_connections: config.limits.max_connections,
             grace: config.delivery.shutdown_grace,
-            statics: config.analyzers.statics.clone(),
             hold_timeout: config.delivery.hold_timeout,
+            metrics: config.metrics.clone(),
+            reloader,
         })
     }
 
@@ -148,7 +168,13 @@ impl Server {
                 })
                 .collect(),
             analyzers: local(&self.analyzer_listener),
+            admin: self.admin_listener.as_ref().map(local),
         }
+    }
+
+    /// Applies a changed config to the running server (SIGHUP); see [`crate::reload`].
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle::new(self.reloader.clone())
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -171,7 +197,7 @@ impl Server {
     pub async fn run(self, signal: impl Future<Output = ()>) -> ShutdownReport {
         let shared = self.shared;
         let emitters = TaskTracker::new();
-        let analyzers = TaskTracker::new();
+        let analyzers = self.reloader.tasks();
         let permits = Arc::new(Semaphore::new(self.max_connections));
 
         let mut acceptors = Vec::new();
@@ -189,10 +215,13 @@ impl Server {
             shared.clone(),
             analyzers.clone(),
         )));
-        for config in self.statics {
-            analyzers.spawn(analyzer::run_static(config, shared.clone()));
+        self.reloader.start_statics().await;
+        if let Some(listener) = self.admin_listener {
+            // Tracked with the emitters: an HTTP ingest request is an emitter too.
+            emitters.spawn(admin::serve(listener, shared.clone()));
         }
         let holding = tokio::spawn(release_held(shared.clone(), self.hold_timeout));
+        let csv = metrics_csv::start(&self.metrics, shared.clone());
 
         signal.await;
         let deadline = tokio::time::Instant::now() + self.grace;
@@ -218,6 +247,9 @@ impl Server {
         grace_timer.abort();
         let _ = holding.await;
         shared.redelivery.settled().await;
+        if let Some(csv) = csv {
+            csv.finish().await;
+        }
 
         let dead_letters = self.dead_letters;
         if tokio::task::spawn_blocking(move || dead_letters.close())

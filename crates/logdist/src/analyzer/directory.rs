@@ -3,15 +3,26 @@
 //! The routing table only holds analyzers that can take messages; this
 //! directory also remembers static analyzers that are down, so operators see
 //! them, and it is where health changes are logged and counted.
+//!
+//! It is also the one place that changes an analyzer's weight in the router.
+//! Weights come from three sides (the analyzer's own control messages, the
+//! admin API, a config reload) and an operator can take an analyzer out of
+//! routing by hand; doing every change under the directory's lock keeps the
+//! router's weight and the remembered one consistent whatever the interleaving.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use logdist_router::{PriorityQueues, RegisterError, Router};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::stats::{Counter, Stats};
+use super::session::AckState;
+use crate::stats::{CLASSES, Counter, Stats, class_of};
+
+/// The health reason recorded when an operator takes an analyzer out of routing.
+pub const MANUAL_OVERRIDE: &str = "manual override";
 
 /// What an analyzer can do for routing right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -19,7 +30,7 @@ use crate::stats::{Counter, Stats};
 pub enum Health {
     /// Connected with a positive weight: gets its share.
     Healthy,
-    /// Not connected (or failed): gets nothing.
+    /// Not connected, failed, or taken out by hand: gets nothing.
     Unhealthy,
     /// Connected with weight 0: gets nothing new, finishes what it has.
     Draining,
@@ -41,112 +52,236 @@ pub struct AnalyzerRecord {
     pub id: Arc<str>,
     pub link: Link,
     pub address: String,
+    /// The weight it asked for (or an operator or reload set). While
+    /// `manual_override` is on, the router uses 0 instead.
     pub weight: f64,
     pub health: Health,
+    /// Taken out of routing by an operator (`POST /api/v1/analyzers/{id}/health`).
+    pub manual_override: bool,
+    pub connected: bool,
     /// When `health` last changed.
     #[serde(serialize_with = "rfc3339")]
     pub since: SystemTime,
+    /// Messages put into its queues, all connections.
+    pub routed: u64,
+    /// Of those, messages it got because the analyzer picked for them was full.
+    pub diverted_in: u64,
     /// Messages it acknowledged (or, without acks, was written), all connections.
     pub delivered: u64,
+    /// Messages its failed or closed connections handed back for rerouting.
+    pub handed_back: u64,
+    /// Messages written to it and not acknowledged yet.
+    pub in_flight: u64,
+    /// Messages in its queues, all levels.
+    pub queue_depth: u64,
+    /// The fullest level's share of `analyzers.queue_capacity`, in percent:
+    /// at 100 the router diverts that level's messages elsewhere.
+    pub queue_util_percent: f64,
+    /// `queue_depth` by priority class (indexed like [`CLASSES`]).
+    #[serde(skip)]
+    pub queued_by_class: [u64; CLASSES.len()],
     /// Connections to it that ended in a failure.
     pub failures: u64,
     pub last_error: Option<String>,
 }
 
+/// What one connection of an analyzer left behind when it ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionEnd {
+    /// Messages it handed back for rerouting (queued or unacknowledged).
+    pub handed_back: u64,
+    /// Whether it ended in a failure rather than a clean close.
+    pub failure: bool,
+}
+
 struct Entry {
     record: AnalyzerRecord,
     delivered: Arc<Counter>,
+    /// The live connection's queues and ack state, for counts and gauges.
+    live: Option<(Arc<PriorityQueues>, Arc<AckState>)>,
 }
 
-/// The analyzers and their health.
-pub struct Directory {
-    entries: Mutex<BTreeMap<Arc<str>, Entry>>,
-    stats: Arc<Stats>,
-}
-
-impl Directory {
-    pub fn new(stats: Arc<Stats>) -> Self {
-        Directory {
-            entries: Mutex::new(BTreeMap::new()),
-            stats,
-        }
-    }
-
-    /// Lists a static analyzer, unhealthy until its first connection.
-    pub fn add_static(&self, id: &Arc<str>, address: &str, weight: f64) {
-        self.entries.lock().insert(
-            id.clone(),
-            Entry {
-                record: AnalyzerRecord {
-                    id: id.clone(),
-                    link: Link::Static,
-                    address: address.to_string(),
-                    weight,
-                    health: Health::Unhealthy,
-                    since: SystemTime::now(),
-                    delivered: 0,
-                    failures: 0,
-                    last_error: Some("not connected yet".to_string()),
-                },
-                delivered: Arc::default(),
-            },
-        );
-    }
-
-    /// An analyzer connected and joined the routing table; returns the
-    /// counter its session adds deliveries to.
-    pub fn connected(&self, id: &Arc<str>, link: Link, address: &str, weight: f64) -> Arc<Counter> {
-        let mut entries = self.entries.lock();
-        let entry = entries.entry(id.clone()).or_insert_with(|| Entry {
+impl Entry {
+    fn new(id: &Arc<str>, link: Link, address: &str, weight: f64) -> Entry {
+        Entry {
             record: AnalyzerRecord {
                 id: id.clone(),
                 link,
                 address: address.to_string(),
                 weight,
                 health: Health::Unhealthy,
+                manual_override: false,
+                connected: false,
                 since: SystemTime::now(),
+                routed: 0,
+                diverted_in: 0,
                 delivered: 0,
+                handed_back: 0,
+                in_flight: 0,
+                queue_depth: 0,
+                queue_util_percent: 0.0,
+                queued_by_class: [0; CLASSES.len()],
                 failures: 0,
                 last_error: None,
             },
             delivered: Arc::default(),
-        });
-        entry.record.weight = weight;
-        entry.record.address = address.to_string();
-        let health = if weight > 0.0 {
-            Health::Healthy
-        } else {
-            Health::Draining
-        };
-        self.transition(&mut entry.record, health, "connected");
-        entry.delivered.clone()
-    }
-
-    /// The analyzer changed its weight; 0 means draining.
-    pub fn weight_changed(&self, id: &str, weight: f64) {
-        let mut entries = self.entries.lock();
-        if let Some(entry) = entries.get_mut(id) {
-            entry.record.weight = weight;
-            let health = if weight > 0.0 {
-                Health::Healthy
-            } else {
-                Health::Draining
-            };
-            if entry.record.health != Health::Unhealthy {
-                self.transition(&mut entry.record, health, "weight changed");
-            }
+            live: None,
         }
     }
 
-    /// The analyzer's connection ended (`failure` says why, if it was not a
-    /// clean goodbye). Dial-in analyzers are forgotten; static ones stay
-    /// listed as unhealthy until they are reached again.
-    pub fn disconnected(&self, id: &str, reason: &str, failure: bool) {
+    /// The weight the router should use: none while taken out by hand.
+    fn routing_weight(&self) -> f64 {
+        if self.record.manual_override {
+            0.0
+        } else {
+            self.record.weight
+        }
+    }
+
+    /// The health a connected analyzer has with its current weight and override.
+    fn connected_health(&self) -> Health {
+        if self.record.manual_override {
+            Health::Unhealthy
+        } else if self.record.weight > 0.0 {
+            Health::Healthy
+        } else {
+            Health::Draining
+        }
+    }
+}
+
+/// Why a directory change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("no analyzer with id {0:?}")]
+    UnknownId(String),
+    #[error("{0}")]
+    Router(#[from] RegisterError),
+}
+
+/// The analyzers and their health.
+pub struct Directory {
+    entries: Mutex<BTreeMap<Arc<str>, Entry>>,
+    stats: Arc<Stats>,
+    router: Arc<Router>,
+}
+
+impl Directory {
+    pub fn new(stats: Arc<Stats>, router: Arc<Router>) -> Self {
+        Directory {
+            entries: Mutex::new(BTreeMap::new()),
+            stats,
+            router,
+        }
+    }
+
+    /// Lists a static analyzer, unhealthy until its first connection. An
+    /// analyzer already listed keeps its state.
+    pub fn add_static(&self, id: &Arc<str>, address: &str, weight: f64) {
+        self.entries.lock().entry(id.clone()).or_insert_with(|| {
+            let mut entry = Entry::new(id, Link::Static, address, weight);
+            entry.record.last_error = Some("not connected yet".to_string());
+            entry
+        });
+    }
+
+    /// Forgets a static analyzer that was removed from the config.
+    pub fn forget(&self, id: &str) {
+        self.entries.lock().remove(id);
+    }
+
+    /// An analyzer connected: registers it in the router (with weight 0 while
+    /// it is overridden by hand) and returns the counter its session adds
+    /// deliveries to. A static analyzer reconnects with the weight last set
+    /// for it (by itself, the admin API or a reload), not the one it started with.
+    pub fn connect(
+        &self,
+        id: &Arc<str>,
+        link: Link,
+        address: &str,
+        weight: f64,
+        queues: Arc<PriorityQueues>,
+        state: Arc<AckState>,
+    ) -> Result<Arc<Counter>, RegisterError> {
         let mut entries = self.entries.lock();
+        let known = entries.get(id).filter(|e| e.record.link == Link::Static);
+        let weight = known.map_or(weight, |e| e.record.weight);
+        let routing = if known.is_some_and(|e| e.record.manual_override) {
+            0.0
+        } else {
+            weight
+        };
+        self.router.register(id.clone(), routing, queues.clone())?;
+        let entry = entries
+            .entry(id.clone())
+            .or_insert_with(|| Entry::new(id, link, address, weight));
+        entry.record.weight = weight;
+        entry.record.address = address.to_string();
+        entry.record.connected = true;
+        entry.live = Some((queues, state));
+        let health = entry.connected_health();
+        self.transition(&mut entry.record, health, "connected");
+        Ok(entry.delivered.clone())
+    }
+
+    /// Sets an analyzer's weight (0 drains it): from its own control stream,
+    /// the admin API or a reload. While the analyzer is overridden by hand the
+    /// weight is remembered and applied when the override ends; while it is
+    /// not connected it is remembered for its next connection.
+    pub fn set_weight(&self, id: &str, weight: f64, reason: &str) -> Result<(), DirectoryError> {
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(RegisterError::InvalidWeight.into());
+        }
+        let mut entries = self.entries.lock();
+        let entry = entries
+            .get_mut(id)
+            .ok_or_else(|| DirectoryError::UnknownId(id.to_string()))?;
+        entry.record.weight = weight;
+        if entry.record.connected && !entry.record.manual_override {
+            self.router.set_weight(id, weight)?;
+            let health = entry.connected_health();
+            self.transition(&mut entry.record, health, reason);
+        }
+        Ok(())
+    }
+
+    /// Takes an analyzer out of routing by hand (`healthy == false`) without
+    /// disconnecting it, or puts it back with its remembered weight.
+    pub fn set_manual_health(&self, id: &str, healthy: bool) -> Result<(), DirectoryError> {
+        let mut entries = self.entries.lock();
+        let entry = entries
+            .get_mut(id)
+            .ok_or_else(|| DirectoryError::UnknownId(id.to_string()))?;
+        entry.record.manual_override = !healthy;
+        if entry.record.connected {
+            self.router.set_weight(id, entry.routing_weight())?;
+            let health = entry.connected_health();
+            let reason = if healthy {
+                "manual override lifted"
+            } else {
+                MANUAL_OVERRIDE
+            };
+            self.transition(&mut entry.record, health, reason);
+        }
+        Ok(())
+    }
+
+    /// The analyzer's connection ended (`reason` says why). It leaves the
+    /// router; dial-in analyzers are forgotten, static ones stay listed as
+    /// unhealthy (keeping any manual override) until they are reached again.
+    pub fn disconnected(&self, id: &str, reason: &str, end: SessionEnd) {
+        let mut entries = self.entries.lock();
+        self.router.unregister(id);
         let Some(entry) = entries.get_mut(id) else {
             return;
         };
-        if failure {
+        if let Some((queues, _)) = entry.live.take() {
+            entry.record.routed += queues.enqueued();
+            entry.record.diverted_in += queues.diverted_in();
+        }
+        entry.record.connected = false;
+        entry.record.handed_back += end.handed_back;
+        if end.failure {
             entry.record.failures += 1;
         }
         entry.record.last_error = Some(reason.to_string());
@@ -163,16 +298,14 @@ impl Directory {
         }
     }
 
+    /// One analyzer, if known.
+    pub fn get(&self, id: &str) -> Option<AnalyzerRecord> {
+        self.entries.lock().get(id).map(record)
+    }
+
     /// Every known analyzer, by id.
     pub fn snapshot(&self) -> Vec<AnalyzerRecord> {
-        self.entries
-            .lock()
-            .values()
-            .map(|entry| AnalyzerRecord {
-                delivered: entry.delivered.get(),
-                ..entry.record.clone()
-            })
-            .collect()
+        self.entries.lock().values().map(record).collect()
     }
 
     fn transition(&self, record: &mut AnalyzerRecord, health: Health, reason: &str) {
@@ -191,6 +324,36 @@ impl Directory {
     }
 }
 
+/// The record with the live connection's counts added.
+fn record(entry: &Entry) -> AnalyzerRecord {
+    let mut record = AnalyzerRecord {
+        delivered: entry.delivered.get(),
+        ..entry.record.clone()
+    };
+    if let Some((queues, state)) = &entry.live {
+        record.routed += queues.enqueued();
+        record.diverted_in += queues.diverted_in();
+        record.in_flight = state.in_flight();
+        let mut fullest = 0;
+        for level in 0..=u8::MAX {
+            let depth = queues.depth(level);
+            record.queued_by_class[class_of(level)] += depth as u64;
+            fullest = fullest.max(depth);
+        }
+        record.queue_depth = record.queued_by_class.iter().sum();
+        record.queue_util_percent = percent(fullest, queues.capacity_per_level());
+    }
+    record
+}
+
+/// `part` of `whole` in percent, rounded to 0.1.
+pub fn percent(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 * 1000.0 / whole as f64).round() / 10.0
+}
+
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_millis(*time))
 }
@@ -199,32 +362,84 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S::Er
 mod tests {
     use super::*;
 
+    fn connect(directory: &Directory, router: &Router, id: &Arc<str>, link: Link, weight: f64) {
+        let queues = Arc::new(PriorityQueues::new(10, router.space().clone()));
+        let state = Arc::new(AckState::new(true));
+        directory
+            .connect(id, link, "127.0.0.1:1", weight, queues, state)
+            .unwrap();
+    }
+
+    fn router_weight(router: &Router, id: &str) -> Option<f64> {
+        let table = router.load();
+        table
+            .analyzers()
+            .iter()
+            .find(|a| &*a.id == id)
+            .map(|a| a.weight)
+    }
+
     #[test]
     fn health_follows_connection_and_weight() {
         let stats = Arc::new(Stats::default());
-        let directory = Directory::new(stats.clone());
+        let router = Arc::new(Router::new());
+        let directory = Directory::new(stats.clone(), router.clone());
         let id: Arc<str> = Arc::from("s1");
         directory.add_static(&id, "127.0.0.1:1", 2.0);
         assert_eq!(directory.snapshot()[0].health, Health::Unhealthy);
 
-        let delivered = directory.connected(&id, Link::Static, "127.0.0.1:1", 2.0);
-        delivered.add(5);
-        directory.weight_changed("s1", 0.0);
+        connect(&directory, &router, &id, Link::Static, 2.0);
+        directory.get("s1").unwrap();
+        directory.set_weight("s1", 0.0, "test").unwrap();
         assert_eq!(directory.snapshot()[0].health, Health::Draining);
-        directory.disconnected("s1", "write failed", true);
+        let end = SessionEnd {
+            handed_back: 3,
+            failure: true,
+        };
+        directory.disconnected("s1", "write failed", end);
         let record = &directory.snapshot()[0];
         assert_eq!(record.health, Health::Unhealthy);
-        assert_eq!((record.delivered, record.failures), (5, 1));
+        assert_eq!((record.handed_back, record.failures), (3, 1));
         assert_eq!(stats.health_changes.get(), 3);
+        assert!(router.load().is_empty());
 
         let dial: Arc<str> = Arc::from("d1");
-        directory.connected(&dial, Link::DialIn, "127.0.0.1:2", 1.0);
+        connect(&directory, &router, &dial, Link::DialIn, 1.0);
         assert_eq!(directory.snapshot().len(), 2);
-        directory.disconnected("d1", "closed", false);
+        directory.disconnected("d1", "closed", SessionEnd::default());
         assert_eq!(
             directory.snapshot().len(),
             1,
             "dial-in analyzers are forgotten"
         );
+    }
+
+    #[test]
+    fn manual_override_zeroes_the_router_weight_and_remembers_the_real_one() {
+        let router = Arc::new(Router::new());
+        let directory = Directory::new(Arc::default(), router.clone());
+        let id: Arc<str> = Arc::from("s1");
+        directory.add_static(&id, "127.0.0.1:1", 2.0);
+        connect(&directory, &router, &id, Link::Static, 2.0);
+
+        directory.set_manual_health("s1", false).unwrap();
+        assert_eq!(router_weight(&router, "s1"), Some(0.0));
+        assert_eq!(directory.get("s1").unwrap().health, Health::Unhealthy);
+        // The analyzer's own update is remembered, not applied.
+        directory.set_weight("s1", 5.0, "analyzer").unwrap();
+        assert_eq!(router_weight(&router, "s1"), Some(0.0));
+
+        // The override outlives a reconnect of a static analyzer.
+        directory.disconnected("s1", "closed", SessionEnd::default());
+        connect(&directory, &router, &id, Link::Static, 2.0);
+        assert_eq!(router_weight(&router, "s1"), Some(0.0));
+
+        directory.set_manual_health("s1", true).unwrap();
+        assert_eq!(router_weight(&router, "s1"), Some(5.0));
+        assert_eq!(directory.get("s1").unwrap().health, Health::Healthy);
+        assert!(matches!(
+            directory.set_manual_health("nope", true),
+            Err(DirectoryError::UnknownId(_))
+        ));
     }
 }

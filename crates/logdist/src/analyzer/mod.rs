@@ -14,12 +14,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
 use crate::server::Shared;
-use directory::Link;
+use directory::{Link, SessionEnd};
 use handshake::read_handshake;
 use session::{AckState, AnalyzerSession, read_control};
 pub use static_link::run_static;
+
+/// Why the session of a static analyzer removed from the config ended.
+const RETIRED: &str = "removed from the config";
 
 /// Who an analyzer is and how it wants to be spoken to.
 #[derive(Debug)]
@@ -53,51 +57,70 @@ pub async fn serve_dial_in(stream: TcpStream, shared: Arc<Shared>) {
             return;
         }
     };
-    attach(intro, framed, writer, &shared).await;
+    // Dial-in analyzers leave when they want to (or at shutdown).
+    attach(intro, framed, writer, &shared, &CancellationToken::new()).await;
 }
 
 /// Runs a connected analyzer: joins the routing table, streams until the
-/// connection ends, leaves the table, and hands back what it held. `reader`
-/// may hold bytes that followed a handshake; they are the start of the
-/// control stream. Returns whether the analyzer was accepted at all.
+/// connection ends (or `removed` is cancelled: the analyzer was removed from the
+/// config), leaves the table, and hands back what it held. `reader` may hold
+/// bytes that followed a handshake; they are the start of the control stream.
+/// Returns whether the analyzer was accepted at all.
 pub async fn attach<D>(
     intro: Introduction,
     reader: FramedRead<OwnedReadHalf, D>,
     mut writer: OwnedWriteHalf,
     shared: &Arc<Shared>,
+    removed: &CancellationToken,
 ) -> bool {
     let id = intro.id.clone();
     let queues = Arc::new(PriorityQueues::new(
         shared.queue_capacity,
         shared.router.space().clone(),
     ));
-    if let Err(err) = shared
-        .router
-        .register(id.clone(), intro.weight, queues.clone())
-    {
-        tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer refused");
-        if intro.replies {
-            let _ = writer.write_all(&error_reply(&err.to_string())).await;
+    let state = Arc::new(AckState::new(intro.acks));
+    let connected = shared.directory.connect(
+        &id,
+        intro.link,
+        &intro.address,
+        intro.weight,
+        queues.clone(),
+        state.clone(),
+    );
+    let delivered = match connected {
+        Ok(delivered) => delivered,
+        Err(err) => {
+            tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer refused");
+            if intro.replies {
+                let _ = writer.write_all(&error_reply(&err.to_string())).await;
+            }
+            return false;
         }
-        return false;
-    }
+    };
     if intro.replies
         && let Err(err) = writer.write_all(hello_ok()).await
     {
         tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer left during handshake");
-        shared.router.unregister(&id);
+        let reason = "left during handshake";
+        let queued = queues.close_and_drain();
+        let end = SessionEnd {
+            handed_back: queued.len() as u64,
+            failure: true,
+        };
+        shared.directory.disconnected(&id, reason, end);
+        if !queued.is_empty() {
+            shared
+                .redelivery
+                .hand_back(&id, Vec::new(), queued, Arc::from(reason));
+        }
         return false;
     }
-    let delivered = shared
-        .directory
-        .connected(&id, intro.link, &intro.address, intro.weight);
     tracing::info!(
         address = %intro.address, analyzer = %id, weight = intro.weight,
         format = ?intro.format, acks = intro.acks, link = ?intro.link,
         "analyzer connected"
     );
 
-    let state = Arc::new(AckState::new(intro.acks));
     let control = if intro.seed_control {
         let reader = reader.map_decoder(|_| SeedControlDecoder);
         tokio::spawn(read_control(
@@ -123,6 +146,13 @@ pub async fn attach<D>(
         ))),
         _ => None,
     };
+    let retire = tokio::spawn({
+        let (removed, state) = (removed.clone(), state.clone());
+        async move {
+            removed.cancelled().await;
+            state.close(RETIRED.to_string());
+        }
+    });
     let session = AnalyzerSession {
         format: intro.format,
         acks: intro.acks,
@@ -133,14 +163,18 @@ pub async fn attach<D>(
         delivered,
     };
     let end = session.run(writer, shared).await;
-    shared.router.unregister(&id);
     control.abort();
+    retire.abort();
     if let Some(probe) = probe {
         probe.abort();
     }
-    shared.directory.disconnected(&id, &end.reason, end.failure);
-
     let held = end.unacked.len() + end.queued.len();
+    let summary = SessionEnd {
+        handed_back: held as u64,
+        // Removal from the config is an operator's decision, not a failure.
+        failure: end.failure && !removed.is_cancelled(),
+    };
+    shared.directory.disconnected(&id, &end.reason, summary);
     if held == 0 {
         tracing::info!(analyzer = %id, delivered = end.delivered, reason = %end.reason, "analyzer disconnected");
     } else {

@@ -34,7 +34,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::Shared;
-use crate::stats::Counter;
+use crate::stats::{Counter, DeliveryTally};
 
 /// Most bytes encoded into one write; enough to amortize the syscall, small
 /// enough to keep a high-priority arrival from waiting long behind a batch.
@@ -83,6 +83,12 @@ impl AckState {
 
     fn closed_reason(&self) -> Option<String> {
         self.closed.lock().clone()
+    }
+
+    /// Messages written to the analyzer and not acknowledged yet.
+    pub fn in_flight(&self) -> u64 {
+        let acked = self.acked.load(Ordering::Acquire);
+        self.sent.load(Ordering::Acquire).saturating_sub(acked)
     }
 
     /// Applies a cumulative ack of `total` messages.
@@ -135,14 +141,15 @@ pub async fn read_control<R, D>(
             Some(Err(err)) => break format!("bad control message: {err}"),
             Some(Ok(Control::SeedAck(low31))) => state.ack_seed(low31),
             Some(Ok(Control::Ack(total))) => state.ack_total(total),
-            Some(Ok(Control::Weight(weight))) => match shared.router.set_weight(&id, weight) {
-                Ok(()) => {
-                    tracing::info!(analyzer = %id, weight, "analyzer changed its weight");
-                    shared.directory.weight_changed(&id, weight);
-                    Ok(())
+            Some(Ok(Control::Weight(weight))) => {
+                match shared.directory.set_weight(&id, weight, "weight changed") {
+                    Ok(()) => {
+                        tracing::info!(analyzer = %id, weight, "analyzer changed its weight");
+                        Ok(())
+                    }
+                    Err(err) => Err(format!("weight update refused: {err}")),
                 }
-                Err(err) => Err(format!("weight update refused: {err}")),
-            },
+            }
         };
         if let Err(reason) = result {
             break reason;
@@ -186,6 +193,7 @@ impl AnalyzerSession {
         // the window filling from empty.
         let mut last_progress = Instant::now();
         let mut batch = OutboundBatch::new();
+        let mut tally = DeliveryTally::default();
         let mut pending: Vec<Envelope> = Vec::new();
         let shutdown = &shared.shutdown;
         let holding = shared.router.holding();
@@ -194,9 +202,12 @@ impl AnalyzerSession {
             let acked = self.state.acked.load(Ordering::Acquire);
             let newly = acked - released;
             if newly > 0 {
-                window.drain(..newly as usize);
+                let now = std::time::Instant::now();
+                for env in window.drain(..newly as usize) {
+                    tally.record(env.priority(), now.duration_since(env.arrived));
+                }
                 released = acked;
-                self.count_delivered(shared, newly, &mut delivered);
+                self.count_delivered(shared, newly, &mut delivered, &mut tally);
                 last_progress = Instant::now();
             }
             if let Some(reason) = self.state.closed_reason() {
@@ -258,11 +269,14 @@ impl AnalyzerSession {
                 window.extend(pending.drain(..));
             } else {
                 let n = pending.len() as u64;
-                pending.clear();
+                let now = std::time::Instant::now();
+                for env in pending.drain(..) {
+                    tally.record(env.priority(), now.duration_since(env.arrived));
+                }
                 // Without acks, everything written counts as acknowledged.
                 self.state.acked.fetch_add(n, Ordering::AcqRel);
                 released += n;
-                self.count_delivered(shared, n, &mut delivered);
+                self.count_delivered(shared, n, &mut delivered, &mut tally);
             }
         };
         let _ = writer.shutdown().await;
@@ -276,7 +290,16 @@ impl AnalyzerSession {
         }
     }
 
-    fn count_delivered(&self, shared: &Shared, n: u64, delivered: &mut u64) {
+    /// Publishes a batch of deliveries: per class first, so whoever sees the
+    /// total already finds the per-class counts that make it up.
+    fn count_delivered(
+        &self,
+        shared: &Shared,
+        n: u64,
+        delivered: &mut u64,
+        tally: &mut DeliveryTally,
+    ) {
+        tally.flush(&shared.stats);
         *delivered += n;
         shared.stats.delivered.add(n);
         self.delivered.add(n);

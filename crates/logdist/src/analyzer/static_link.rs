@@ -11,6 +11,7 @@ use logdist_wire::HandshakeDecoder;
 use rand::RngExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
 use super::directory::Link;
 use super::session::AckState;
@@ -21,22 +22,41 @@ use crate::server::Shared;
 /// How long one connection attempt (or probe) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Keeps one static analyzer connected until shutdown. It must already be
-/// listed in the directory ([`Directory::add_static`](super::directory::Directory::add_static)).
-pub async fn run_static(config: StaticAnalyzerConfig, shared: Arc<Shared>) {
+/// Keeps one static analyzer connected until shutdown stops reconnecting
+/// (`stop_accepting`; a live session drains as any other), or until `removed`
+/// is cancelled by a reload that took it out of the config, which also ends
+/// a live session at once and forgets the analyzer.
+pub async fn run_static(
+    config: StaticAnalyzerConfig,
+    shared: Arc<Shared>,
+    removed: CancellationToken,
+) {
     let id: Arc<str> = Arc::from(config.id.as_str());
     shared
         .directory
         .add_static(&id, &config.address, config.weight);
-    let stop = shared.shutdown.stop_accepting.clone();
+    keep_connected(&config, &id, &shared, &removed).await;
+    if removed.is_cancelled() {
+        shared.directory.forget(&id);
+    }
+}
+
+async fn keep_connected(
+    config: &StaticAnalyzerConfig,
+    id: &Arc<str>,
+    shared: &Arc<Shared>,
+    removed: &CancellationToken,
+) {
+    let stop = &shared.shutdown.stop_accepting;
     let mut failures: u32 = 0;
     loop {
-        if stop.is_cancelled() {
+        if stop.is_cancelled() || removed.is_cancelled() {
             return;
         }
         let connected = tokio::select! {
             connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&config.address)) => connected,
             _ = stop.cancelled() => return,
+            _ = removed.cancelled() => return,
         };
         match connected {
             Ok(Ok(stream)) => {
@@ -54,18 +74,19 @@ pub async fn run_static(config: StaticAnalyzerConfig, shared: Arc<Shared>) {
                 };
                 // The control stream starts at once: no handshake to read.
                 let reader = FramedRead::new(reader, HandshakeDecoder::new());
-                if attach(intro, reader, writer, &shared).await {
+                if attach(intro, reader, writer, shared, removed).await {
                     failures = 0;
                 }
             }
-            Ok(Err(err)) => unreachable(&shared, &id, &config.address, failures, &err.to_string()),
-            Err(_) => unreachable(&shared, &id, &config.address, failures, "connect timed out"),
+            Ok(Err(err)) => unreachable(shared, id, &config.address, failures, &err.to_string()),
+            Err(_) => unreachable(shared, id, &config.address, failures, "connect timed out"),
         }
         let delay = backoff(failures, shared.reconnect_min, shared.reconnect_max);
         failures = failures.saturating_add(1);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => return,
+            _ = removed.cancelled() => return,
         }
     }
 }

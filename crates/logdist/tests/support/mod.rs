@@ -39,6 +39,8 @@ pub struct TestServer {
     pub emitters: SocketAddr,
     pub acked_emitters: SocketAddr,
     pub analyzers: SocketAddr,
+    /// The admin HTTP API, as a base URL (`http://127.0.0.1:port`).
+    pub admin: String,
     pub stats: Arc<Stats>,
     pub router: Arc<Router>,
     pub shared: Arc<logdist::server::Shared>,
@@ -64,6 +66,7 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
         },
     ];
     config.analyzers.listen = any;
+    config.admin.listen = any.to_string();
     config.delivery.dead_letter_path = dir.path().join("dead.ndjson");
     config.delivery.shutdown_grace = Duration::from_secs(2);
     config
@@ -92,6 +95,9 @@ impl TestServer {
             emitters: addresses.listeners[0].address,
             acked_emitters: addresses.listeners[1].address,
             analyzers: addresses.analyzers,
+            admin: addresses
+                .admin
+                .map_or_else(String::new, |a| format!("http://{a}")),
             stats,
             router,
             shared,

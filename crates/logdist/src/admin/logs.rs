@@ -1,0 +1,146 @@
+//! `POST /api/v1/logs`: the seed's HTTP ingest. The body is a JSON array of
+//! packets `{"id"?: ..., "messages": [{...}, ...]}`; each message becomes one
+//! NDJSON line, exactly as if an emitter had sent it over TCP: same priority
+//! rules (`priority`, else `level`/`severity` through `[priorities]`), same
+//! routing, same counters, same backpressure (the request waits while every
+//! analyzer is full).
+//!
+//! A packet is all or nothing: if it has no messages or one of them is not
+//! valid (not an object, bad priority, too long), none of its messages is
+//! routed, it counts as failed, and the invalid message is counted as rejected.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use logdist_router::{Cursor, Envelope};
+use logdist_wire::{Message, RejectReason, Rejection, ndjson_priority};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Admin, ApiError, AppState, parse_json};
+use crate::delivery::SHUTDOWN_ERROR;
+use crate::stats::class_of;
+
+#[derive(Serialize)]
+pub(super) struct SubmitResponse {
+    total_packets: usize,
+    successful: usize,
+    failed: usize,
+    processed_packets: Vec<String>,
+    /// Why each failed packet failed (not in the seed's answer; extra keys
+    /// leave seed clients unaffected).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<PacketError>,
+}
+
+#[derive(Serialize)]
+struct PacketError {
+    /// Position of the packet in the request.
+    index: usize,
+    id: Option<String>,
+    error: String,
+}
+
+pub(super) async fn submit(
+    State(admin): AppState,
+    body: Bytes,
+) -> Result<Json<SubmitResponse>, ApiError> {
+    let packets: Vec<Value> = parse_json(&body)?;
+    let mut response = SubmitResponse {
+        total_packets: packets.len(),
+        successful: 0,
+        failed: 0,
+        processed_packets: Vec::new(),
+        errors: Vec::new(),
+    };
+    let seed = admin
+        .packets
+        .fetch_add(packets.len() as u64, Ordering::Relaxed);
+    let mut cursor = Cursor::new(seed);
+    for (index, packet) in packets.iter().enumerate() {
+        let id = packet_id(packet);
+        match prepare(&admin, packet) {
+            Ok(envelopes) => {
+                route(&admin, &mut cursor, envelopes).await;
+                response.successful += 1;
+                let id = id.unwrap_or_else(|| generated_id(&admin));
+                response.processed_packets.push(id);
+            }
+            Err(error) => {
+                response.failed += 1;
+                response.errors.push(PacketError { index, id, error });
+            }
+        }
+    }
+    Ok(Json(response))
+}
+
+fn packet_id(packet: &Value) -> Option<String> {
+    match packet.get("id")? {
+        Value::String(id) => Some(id.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn generated_id(admin: &Admin) -> String {
+    let n = admin.packets.fetch_add(1, Ordering::Relaxed);
+    format!("packet-{:08x}-{n}", rand::random::<u32>())
+}
+
+/// The packet's messages as envelopes, or why the packet fails.
+fn prepare(admin: &Admin, packet: &Value) -> Result<Vec<Envelope>, String> {
+    let messages = match packet.get("messages") {
+        Some(Value::Array(messages)) if !messages.is_empty() => messages,
+        Some(Value::Array(_)) => return Err("packet has no messages".to_string()),
+        Some(_) => return Err("\"messages\" must be an array".to_string()),
+        None if packet.is_object() => return Err("packet has no \"messages\"".to_string()),
+        None => return Err("packet must be a JSON object".to_string()),
+    };
+    let shared = &admin.shared;
+    let mut envelopes = Vec::with_capacity(messages.len());
+    for (i, message) in messages.iter().enumerate() {
+        let line = serde_json::to_vec(message).expect("a JSON value serializes");
+        let checked = if line.len() > shared.limits.max_line_bytes {
+            Err(Rejection {
+                reason: RejectReason::LineTooLong,
+                detail: format!("line exceeds {} bytes", shared.limits.max_line_bytes),
+            })
+        } else {
+            ndjson_priority(&line, &shared.priorities)
+        };
+        match checked {
+            Ok(priority) => envelopes.push(Envelope::new(Message::from_ndjson_line(
+                priority,
+                line.into(),
+            ))),
+            Err(rejection) => {
+                shared.stats.reject(rejection.reason, 1);
+                return Err(format!("message {i}: {rejection}"));
+            }
+        }
+    }
+    Ok(envelopes)
+}
+
+/// Routes like an emitter connection: counted as accepted, then placed,
+/// waiting out backpressure; dead-lettered if shutdown's grace runs out first.
+async fn route(admin: &Admin, cursor: &mut Cursor, envelopes: Vec<Envelope>) {
+    let shared = &admin.shared;
+    for env in &envelopes {
+        shared.stats.accepted_by_class[class_of(env.priority())].add(1);
+    }
+    shared.stats.accepted.add(envelopes.len() as u64);
+    for env in envelopes {
+        let give_up = shared.shutdown.hard_stop.cancelled();
+        match shared.router.route_or_wait(cursor, env, give_up).await {
+            Ok(placed) => shared.stats.count(placed),
+            Err(env) => shared
+                .redelivery
+                .dead_letter(env, Arc::from(SHUTDOWN_ERROR)),
+        }
+    }
+}

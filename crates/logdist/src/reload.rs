@@ -1,0 +1,235 @@
+//! Applying a changed config to a running distributor (SIGHUP).
+//!
+//! Only the static analyzers change at run time: a new weight is applied (or
+//! remembered, see [`Directory::set_weight`](crate::analyzer::directory::Directory::set_weight)),
+//! an added analyzer starts being dialed, a removed one has its session ended
+//! (what it held is rerouted) and is forgotten, and one whose address, format
+//! or acks changed is restarted. Emitter connections and every other analyzer
+//! connection are untouched. Other sections (listeners, limits, ...) need a
+//! restart; a reload that changes them says so in the log and applies the rest.
+//! A config that does not validate changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::analyzer;
+use crate::config::{Config, ConfigError, StaticAnalyzerConfig};
+use crate::server::Shared;
+
+/// The running static analyzers and the config they came from.
+pub struct Reloader {
+    shared: Arc<Shared>,
+    /// The server's analyzer tasks, so shutdown waits for reloaded ones too.
+    tasks: TaskTracker,
+    state: Mutex<State>,
+}
+
+struct State {
+    config: Config,
+    links: BTreeMap<String, StaticLink>,
+}
+
+/// One static analyzer's task.
+struct StaticLink {
+    config: StaticAnalyzerConfig,
+    removed: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Address, format or acks changed: reconnected.
+    pub restarted: Vec<String>,
+    pub reweighted: Vec<String>,
+    /// Config sections that changed but only apply after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the distributor is shutting down")]
+    ShuttingDown,
+}
+
+impl Reloader {
+    pub fn new(shared: Arc<Shared>, config: Config) -> Self {
+        Reloader {
+            shared,
+            tasks: TaskTracker::new(),
+            state: Mutex::new(State {
+                config,
+                links: BTreeMap::new(),
+            }),
+        }
+    }
+
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
+
+    /// Starts the static analyzers of the config the server was bound with.
+    pub async fn start_statics(&self) {
+        let mut state = self.state.lock().await;
+        for config in state.config.analyzers.statics.clone() {
+            self.start(&mut state, config);
+        }
+    }
+
+    fn start(&self, state: &mut State, config: StaticAnalyzerConfig) {
+        let removed = CancellationToken::new();
+        let task = self.tasks.spawn(analyzer::run_static(
+            config.clone(),
+            self.shared.clone(),
+            removed.clone(),
+        ));
+        state.links.insert(
+            config.id.clone(),
+            StaticLink {
+                config,
+                removed,
+                task,
+            },
+        );
+    }
+
+    /// Stops one static analyzer and waits until its session has ended and
+    /// handed back what it held.
+    async fn stop(&self, state: &mut State, id: &str) {
+        if let Some(link) = state.links.remove(id) {
+            link.removed.cancel();
+            if let Err(err) = link.task.await {
+                tracing::error!(analyzer = id, %err, "static analyzer task failed");
+            }
+        }
+    }
+
+    async fn apply(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        config.validate()?;
+        let mut state = self.state.lock().await;
+        if self.shared.shutdown.stop_accepting.is_cancelled() {
+            return Err(ReloadError::ShuttingDown);
+        }
+        let mut summary = ReloadSummary {
+            needs_restart: restart_only_changes(&state.config, &config),
+            ..ReloadSummary::default()
+        };
+        let wanted: BTreeMap<&str, &StaticAnalyzerConfig> = config
+            .analyzers
+            .statics
+            .iter()
+            .map(|s| (s.id.as_str(), s))
+            .collect();
+        let running: Vec<String> = state.links.keys().cloned().collect();
+        for id in running {
+            if !wanted.contains_key(id.as_str()) {
+                self.stop(&mut state, &id).await;
+                summary.removed.push(id);
+            }
+        }
+        for (id, new) in wanted {
+            let old = state.links.get(id).map(|link| link.config.clone());
+            match old {
+                None => {
+                    self.start(&mut state, new.clone());
+                    summary.added.push(id.to_string());
+                }
+                Some(old) if !same_link(&old, new) => {
+                    self.stop(&mut state, id).await;
+                    self.start(&mut state, new.clone());
+                    summary.restarted.push(id.to_string());
+                }
+                Some(old) if old.weight != new.weight => {
+                    if let Err(err) =
+                        self.shared
+                            .directory
+                            .set_weight(id, new.weight, "config reloaded")
+                    {
+                        // Validation checked the weight; the analyzer may just
+                        // have been forgotten in between. Its next start has it.
+                        tracing::warn!(analyzer = id, %err, "reloaded weight not applied");
+                    }
+                    if let Some(link) = state.links.get_mut(id) {
+                        link.config.weight = new.weight;
+                    }
+                    summary.reweighted.push(id.to_string());
+                }
+                Some(_) => {}
+            }
+        }
+        state.config = config;
+        Ok(summary)
+    }
+}
+
+/// Whether two static analyzer configs differ only in weight (or not at all).
+fn same_link(a: &StaticAnalyzerConfig, b: &StaticAnalyzerConfig) -> bool {
+    a.address == b.address && a.format == b.format && a.acks == b.acks
+}
+
+/// The sections of `new` that differ from `old` and only apply at startup.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut analyzers = old.analyzers.clone();
+    analyzers.statics.clone_from(&new.analyzers.statics);
+    let sections = [
+        ("listeners", old.listeners != new.listeners),
+        ("analyzers", analyzers != new.analyzers),
+        ("delivery", old.delivery != new.delivery),
+        ("limits", old.limits != new.limits),
+        ("priorities", old.priorities != new.priorities),
+        ("admin", old.admin != new.admin),
+        ("metrics", old.metrics != new.metrics),
+    ];
+    for (name, differs) in sections {
+        if differs {
+            changed.push(name);
+        }
+    }
+    changed
+}
+
+/// Applies configs to a running server; cheap to clone.
+#[derive(Clone)]
+pub struct ReloadHandle(Arc<Reloader>);
+
+impl ReloadHandle {
+    pub fn new(reloader: Arc<Reloader>) -> Self {
+        ReloadHandle(reloader)
+    }
+
+    /// Validates `config` and applies its static analyzers; on error nothing
+    /// changes. Logs what it did either way.
+    pub async fn reload(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        match self.0.apply(config).await {
+            Ok(summary) => {
+                tracing::info!(
+                    added = ?summary.added, removed = ?summary.removed,
+                    restarted = ?summary.restarted, reweighted = ?summary.reweighted,
+                    "config reloaded"
+                );
+                if !summary.needs_restart.is_empty() {
+                    tracing::warn!(
+                        sections = ?summary.needs_restart,
+                        "these config sections changed but only apply after a restart"
+                    );
+                }
+                Ok(summary)
+            }
+            Err(err) => {
+                tracing::error!(%err, "config reload rejected; the running config stays");
+                Err(err)
+            }
+        }
+    }
+}
