@@ -1,10 +1,11 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use logdist::Server;
 use logdist::cli::{Cli, Command, DeadLetterCommand, ReplayArgs, ServeArgs};
 use logdist::reload::ReloadHandle;
 use logdist::server::write_ready_file;
+use logdist::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -18,21 +19,37 @@ fn main() -> ExitCode {
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
+    match cli.command {
+        Some(Command::DeadLetter(DeadLetterCommand::Replay(args))) => with_runtime(0, replay(args)),
+        None => {
+            let config = match cli.serve.load_config() {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("logdist: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            with_runtime(config.runtime.worker_threads, serve(cli.serve, config))
+        }
+    }
+}
+
+/// Runs `job` on a multi-threaded runtime with `worker_threads` workers (0: one per core).
+fn with_runtime(worker_threads: usize, job: impl Future<Output = ExitCode>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(job),
         Err(err) => {
             eprintln!("logdist: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    match cli.command {
-        Some(Command::DeadLetter(DeadLetterCommand::Replay(args))) => {
-            runtime.block_on(replay(args))
-        }
-        None => runtime.block_on(serve(cli.serve)),
     }
 }
 
@@ -58,14 +75,7 @@ async fn replay(args: ReplayArgs) -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
-    let config = match args.load_config() {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("logdist: {err}");
-            return ExitCode::from(2);
-        }
-    };
+async fn serve(args: ServeArgs, config: Config) -> ExitCode {
     {
         let server = match Server::bind(&config).await {
             Ok(server) => server,

@@ -282,17 +282,7 @@ async fn accept_emitters(
 ) {
     let address = listener.local_addr().ok();
     tracing::info!(?address, ?ack, "listening for emitters");
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    accept_error(&err).await;
-                    continue;
-                }
-            },
-            _ = shared.shutdown.stop_accepting.cancelled() => return,
-        };
+    while let Some((stream, peer)) = accept(&listener, &shared).await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             shared.stats.connections_refused.add(1);
             tracing::warn!(%peer, "emitter connection refused: limits.max_connections reached");
@@ -312,26 +302,27 @@ async fn accept_emitters(
 async fn accept_analyzers(listener: TcpListener, shared: Arc<Shared>, tasks: TaskTracker) {
     let address = listener.local_addr().ok();
     tracing::info!(?address, "listening for analyzers");
-    loop {
-        let (stream, peer): (TcpStream, SocketAddr) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    accept_error(&err).await;
-                    continue;
-                }
-            },
-            _ = shared.shutdown.stop_accepting.cancelled() => return,
-        };
+    while let Some((stream, peer)) = accept(&listener, &shared).await {
         tracing::debug!(%peer, "analyzer connection");
         tasks.spawn(analyzer::serve_dial_in(stream, shared.clone()));
     }
 }
 
-/// Accept errors (out of file descriptors, mostly) are passing: log, pause, go on.
-async fn accept_error(err: &std::io::Error) {
-    tracing::error!(%err, "accept failed");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+/// The next connection, or `None` once shutdown stops accepting. Accept errors
+/// (out of file descriptors, mostly) pass: log, pause, go on.
+async fn accept(listener: &TcpListener, shared: &Shared) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(err) => {
+                    tracing::error!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shared.shutdown.stop_accepting.cancelled() => return None,
+        }
+    }
 }
 
 /// Writes `addresses` as JSON to `path` atomically (temp file, then rename).

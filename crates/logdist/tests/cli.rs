@@ -76,6 +76,7 @@ fn ready_file_then_sigterm_exits_cleanly() {
     let child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--ack-listen", "127.0.0.1:0"])
         .args(["--analyzer-listen", "127.0.0.1:0", "--shutdown-grace", "1s"])
+        .args(["--worker-threads", "1"])
         .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--dead-letter-path")
         .arg(dir.path().join("dead.ndjson"))
