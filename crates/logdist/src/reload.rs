@@ -2,9 +2,10 @@
 //!
 //! Only the static analyzers change at run time: a new weight is applied (or
 //! remembered, see [`Directory::set_weight`](crate::analyzer::directory::Directory::set_weight)),
-//! an added analyzer starts being dialed, a removed one has its session ended
-//! (what it held is rerouted) and is forgotten, and one whose address, format
-//! or acks changed is restarted. Emitter connections and every other analyzer
+//! an added analyzer starts being dialed, a removed one is drained (weight 0,
+//! then its session ends once what it holds is acknowledged, or after the
+//! grace period) and forgotten, and one whose address, format or acks changed
+//! is restarted the same way. Emitter connections and every other analyzer
 //! connection are untouched. Other sections (listeners, limits, ...) need a
 //! restart; a reload that changes them says so in the log and applies the rest.
 //! A config that does not validate changes nothing.

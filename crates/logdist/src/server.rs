@@ -41,6 +41,9 @@ pub struct Shared {
     pub probe_interval: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// How long draining may take: at shutdown, and for an analyzer removed
+    /// from the config.
+    pub shutdown_grace: Duration,
     /// When the server was bound, for uptimes.
     pub started: Instant,
     /// Where dead letters are written (the admin API reads them back).
@@ -137,6 +140,7 @@ impl Server {
             probe_interval: config.analyzers.probe_interval,
             reconnect_min: config.analyzers.reconnect_min,
             reconnect_max: config.analyzers.reconnect_max,
+            shutdown_grace: config.delivery.shutdown_grace,
             started: Instant::now(),
             dead_letter_path: config.delivery.dead_letter_path.clone(),
         });

@@ -410,3 +410,43 @@ async fn replay_keeps_what_it_could_not_send() {
     assert_eq!(kept.lines().count(), 2);
     assert!(kept.contains("not a record"));
 }
+
+#[tokio::test]
+async fn a_static_analyzer_removed_by_reload_drains_before_it_goes() {
+    let address = free_port();
+    let listener = rebind(address).await;
+    let server = TestServer::start_with(|c| {
+        fast_reconnect(c);
+        c.analyzers.statics = vec![static_analyzer("s1", address)];
+    })
+    .await;
+    let mut analyzer = accept_static(&listener, "s1").await;
+    server.wait_analyzers(1).await;
+    emit(server.emitters, "m", 0..50, 3).await;
+    server.wait_for("routed", |s| s.routed == 50).await;
+    // Everything is written to it, nothing acked yet, when it is removed.
+    for _ in 0..50 {
+        analyzer.next().await.unwrap();
+    }
+    let mut config = server.config.clone();
+    config.analyzers.statics.clear();
+    let reload = server.reload.clone();
+    let removing = tokio::spawn(async move { reload.reload(config).await });
+
+    // It gets nothing new, and closes once it has acked what it holds.
+    server
+        .wait_for_analyzers("weight 0 while draining", |a| {
+            a.iter().all(|(_, w)| *w == 0.0)
+        })
+        .await;
+    analyzer.ack().await;
+    assert!(analyzer.next().await.is_none(), "closed after draining");
+    within("reload to finish", removing).await.unwrap().unwrap();
+    server.wait_for("delivered", |s| s.delivered == 50).await;
+    let report = server.shutdown().await;
+    assert_eq!(
+        report.stats.redelivered, 0,
+        "a drained analyzer hands nothing back"
+    );
+    assert_eq!(report.stats.dead_lettered, 0);
+}

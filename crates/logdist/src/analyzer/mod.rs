@@ -146,11 +146,18 @@ pub async fn attach<D>(
         ))),
         _ => None,
     };
+    // Removal from the config drains first: no new messages, and the session
+    // ends once what it holds is acknowledged, or at the end of the grace period.
+    let retiring = CancellationToken::new();
     let retire = tokio::spawn({
-        let (removed, state) = (removed.clone(), state.clone());
+        let (removed, retiring, state) = (removed.clone(), retiring.clone(), state.clone());
+        let (shared, id) = (shared.clone(), id.clone());
         async move {
             removed.cancelled().await;
-            state.close(RETIRED.to_string());
+            let _ = shared.directory.set_weight(&id, 0.0, RETIRED);
+            retiring.cancel();
+            tokio::time::sleep(shared.shutdown_grace).await;
+            state.close(format!("{RETIRED}: grace period over"));
         }
     });
     let session = AnalyzerSession {
@@ -161,6 +168,7 @@ pub async fn attach<D>(
         ack_timeout: shared.ack_timeout,
         state,
         delivered,
+        retiring,
     };
     let end = session.run(writer, shared).await;
     control.abort();

@@ -168,6 +168,9 @@ pub struct AnalyzerSession {
     pub state: Arc<AckState>,
     /// This analyzer's delivery counter in the directory.
     pub delivered: Arc<Counter>,
+    /// Cancelled when the analyzer is being retired (removed from the
+    /// config): the session ends as soon as it has nothing queued or unacked.
+    pub retiring: CancellationToken,
 }
 
 /// Why a session ended, and what it still held.
@@ -229,10 +232,11 @@ impl AnalyzerSession {
             }
 
             if pending.is_empty() {
-                let drained = window.is_empty()
-                    && self.queues.is_empty()
-                    && holding.is_none_or(|h| h.is_empty());
-                if shutdown.drain.is_cancelled() && drained {
+                let idle = window.is_empty() && self.queues.is_empty();
+                if self.retiring.is_cancelled() && idle {
+                    break ("removed from the config: drained".to_string(), false);
+                }
+                if shutdown.drain.is_cancelled() && idle && holding.is_none_or(|h| h.is_empty()) {
                     break ("shutdown: drained".to_string(), false);
                 }
                 let stall_check = last_progress + self.ack_timeout;
@@ -240,6 +244,7 @@ impl AnalyzerSession {
                     _ = self.queues.notified(), if room > 0 => {}
                     _ = self.state.changed.notified() => {}
                     _ = shutdown.drain.cancelled(), if !shutdown.drain.is_cancelled() => {}
+                    _ = self.retiring.cancelled(), if !self.retiring.is_cancelled() => {}
                     _ = shutdown.hard_stop.cancelled() => {}
                     _ = tokio::time::sleep_until(stall_check), if !window.is_empty() => {
                         if let Some(reason) = self.stalled(window.len(), released) {

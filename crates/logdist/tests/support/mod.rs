@@ -44,6 +44,9 @@ pub struct TestServer {
     pub stats: Arc<Stats>,
     pub router: Arc<Router>,
     pub shared: Arc<logdist::server::Shared>,
+    pub reload: logdist::reload::ReloadHandle,
+    /// The config it started with, for reload tests to edit.
+    pub config: Config,
     pub dead_letter_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<ShutdownReport>>,
@@ -87,6 +90,7 @@ impl TestServer {
         let stats = server.stats();
         let router = server.router();
         let shared = server.shared();
+        let reload = server.reload_handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.run(async {
             let _ = stopped.await;
@@ -101,6 +105,8 @@ impl TestServer {
             stats,
             router,
             shared,
+            reload,
+            config: config.clone(),
             dead_letter_path: config.delivery.dead_letter_path.clone(),
             stop: Some(stop),
             handle: Some(handle),
