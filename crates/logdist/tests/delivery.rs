@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashSet;
 
-use support::{SeedAnalyzer, TestServer, connect, frames};
+use support::{SeedAnalyzer, TestServer, connect, frames, within};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
@@ -129,10 +129,7 @@ async fn shutdown_drains_queues_to_connected_analyzers() {
         n
     });
     let report = server.shutdown().await;
-    assert_eq!(
-        support::within("analyzer to finish", acking).await.unwrap(),
-        500
-    );
+    assert_eq!(within("analyzer to finish", acking).await.unwrap(), 500);
     assert_eq!(report.stats.delivered, 500);
     assert!(report.dead_letters.is_empty());
 }
@@ -172,4 +169,50 @@ async fn shutdown_with_a_stalled_analyzer_dead_letters_the_rest() {
     }
     assert_eq!(seen.len(), 95, "each held message exactly once");
     drop(stalled);
+}
+
+/// An analyzer that acks everything it read and closes at once (a clean
+/// restart) while messages are still flowing to it: nothing it acked may be
+/// handed back, even though the distributor's next write to it fails before
+/// its control reader has seen that last ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_ack_then_close_under_traffic_hands_nothing_acked_back() {
+    let server = TestServer::start().await;
+    let mut leaving = SeedAnalyzer::connect(&server, 1.0).await;
+    let mut staying = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(2).await;
+
+    const TOTAL: usize = 20_000;
+    let emitter = tokio::spawn(support::emit(server.emitters, "m", 0..TOTAL, 3));
+    // The leaving one processes a while, acks all it read, and closes.
+    let mut acked_by_leaving = HashSet::new();
+    for _ in 0..2_000 {
+        let m = leaving.next().await.unwrap();
+        acked_by_leaving.insert(m.payload().to_vec());
+    }
+    leaving.ack().await;
+    drop(leaving);
+
+    let mut at_staying = HashSet::new();
+    while acked_by_leaving.len() + at_staying.len() < TOTAL {
+        let m = staying.next().await.unwrap();
+        let payload = m.payload().to_vec();
+        assert!(
+            !acked_by_leaving.contains(&payload),
+            "acked message redelivered"
+        );
+        assert!(
+            at_staying.insert(payload),
+            "duplicate at the staying analyzer"
+        );
+        if staying.received % 100 == 0 {
+            staying.ack().await;
+        }
+    }
+    staying.ack().await;
+    within("emitter", emitter).await.unwrap();
+    server
+        .wait_for("all delivered", |s| s.delivered == TOTAL as u64)
+        .await;
+    server.shutdown().await;
 }

@@ -39,6 +39,10 @@ use crate::stats::{Counter, DeliveryTally};
 /// Most bytes encoded into one write; enough to amortize the syscall, small
 /// enough to keep a high-priority arrival from waiting long behind a batch.
 const BATCH_BYTES: usize = 256 * 1024;
+/// How long a failed session waits for its control reader to take in an ack
+/// the analyzer sent just before it went (it is in the socket buffer already).
+const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
+
 /// Most buffers handed to one `writev` (Linux allows 1024).
 const MAX_IOVECS: usize = 512;
 
@@ -285,6 +289,23 @@ impl AnalyzerSession {
             }
         };
         let _ = writer.shutdown().await;
+
+        // An analyzer that acks and closes (a clean restart) can make a write
+        // fail before the control reader has taken in that last ack, which is
+        // already in the socket buffer. Give the reader a moment to finish,
+        // then release whatever was acked: handing it back would deliver it twice.
+        if failure && !shutdown.hard_stop.is_cancelled() {
+            let _ = tokio::time::timeout(FINAL_ACK_WAIT, self.state.closing.cancelled()).await;
+        }
+        let acked = self.state.acked.load(Ordering::Acquire);
+        let newly = acked - released;
+        if newly > 0 {
+            let now = std::time::Instant::now();
+            for env in window.drain(..newly as usize) {
+                tally.record(env.priority(), now.duration_since(env.arrived));
+            }
+            self.count_delivered(shared, newly, &mut delivered, &mut tally);
+        }
 
         SessionEnd {
             reason,
