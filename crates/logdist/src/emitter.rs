@@ -40,13 +40,13 @@ pub struct EmitterConnection {
 /// What this connection has done, added to the global stats after each read.
 #[derive(Default)]
 struct Tally {
-    accepted: u64,
-    /// `accepted`, by priority class.
+    /// Messages accepted, by priority class.
     accepted_by_class: [u64; CLASSES.len()],
     routed: u64,
     held: u64,
     diverted: u64,
-    rejected: Vec<RejectReason>,
+    /// Rejections, indexed like `RejectReason::ALL`.
+    rejected: [u64; RejectReason::ALL.len()],
     /// Reasons already logged at warn level on this connection: the first of
     /// each kind is worth an operator's attention, the rest only a counter.
     logged: HashSet<RejectReason>,
@@ -162,7 +162,6 @@ impl EmitterConnection {
         cursor: &mut Cursor,
         env: Envelope,
     ) -> Result<(), End> {
-        self.tally.accepted += 1;
         self.tally.accepted_by_class[class_of(env.priority())] += 1;
         let give_up = shared.shutdown.hard_stop.cancelled();
         let placing = shared.router.route_or_wait(cursor, env, give_up);
@@ -201,7 +200,7 @@ impl EmitterConnection {
         } else {
             tracing::debug!(peer = %self.peer, reason = rejection.reason.as_str(), %rejection, "rejected message");
         }
-        self.tally.rejected.push(rejection.reason);
+        self.tally.rejected[rejection.reason as usize] += 1;
         if self.ack == AckMode::Message {
             push_error_reply(&mut self.replies, &rejection.to_string());
         }
@@ -218,23 +217,17 @@ impl EmitterConnection {
 
     fn flush_tally(&mut self, shared: &Shared) {
         let t = &mut self.tally;
-        // Per class first, so whoever sees the total finds its parts.
         for (class, n) in t.accepted_by_class.iter_mut().enumerate() {
+            t.total_accepted += *n;
             shared.stats.accepted_by_class[class].add(std::mem::take(n));
         }
-        shared.stats.accepted.add(t.accepted);
-        shared.stats.routed.add(t.routed);
-        shared.stats.held.add(t.held);
-        shared.stats.diverted.add(t.diverted);
-        for reason in t.rejected.drain(..) {
-            shared.stats.reject(reason, 1);
-            t.total_rejected += 1;
+        for (reason, n) in RejectReason::ALL.into_iter().zip(&mut t.rejected) {
+            t.total_rejected += *n;
+            shared.stats.reject(reason, std::mem::take(n));
         }
-        t.total_accepted += t.accepted;
-        t.accepted = 0;
-        t.routed = 0;
-        t.held = 0;
-        t.diverted = 0;
+        shared.stats.routed.add(std::mem::take(&mut t.routed));
+        shared.stats.held.add(std::mem::take(&mut t.held));
+        shared.stats.diverted.add(std::mem::take(&mut t.diverted));
     }
 }
 

@@ -32,8 +32,6 @@ impl Counter {
 /// Every outcome a message or connection can have, counted.
 #[derive(Default)]
 pub struct Stats {
-    /// Messages accepted from emitters.
-    pub accepted: Counter,
     /// Messages rejected, indexed like `RejectReason::ALL`.
     pub rejected: [Counter; RejectReason::ALL.len()],
     /// Emitter connections closed because a binary length could not be valid.
@@ -46,8 +44,6 @@ pub struct Stats {
     pub held: Counter,
     /// Of those, messages that went to another analyzer because the picked one was full.
     pub diverted: Counter,
-    /// Messages acknowledged by an analyzer (or written, for analyzers without acks).
-    pub delivered: Counter,
     /// Messages handed back by a failed analyzer connection for another attempt.
     pub redelivered: Counter,
     /// Messages written to the dead-letter file.
@@ -160,9 +156,13 @@ impl Stats {
         self.rejected[reason as usize].add(n);
     }
 
+    /// Totals are the sums of their per-class counts, read once, so a snapshot
+    /// is always consistent with itself.
     pub fn snapshot(&self) -> StatsSnapshot {
+        let accepted_by_class = self.accepted_by_class.each_ref().map(Counter::get);
+        let delivered_by_class = self.delivered_by_class.each_ref().map(Latency::count);
         StatsSnapshot {
-            accepted: self.accepted.get(),
+            accepted: accepted_by_class.iter().sum(),
             rejected: RejectReason::ALL
                 .iter()
                 .map(|r| (r.as_str(), self.rejected[*r as usize].get()))
@@ -172,13 +172,13 @@ impl Stats {
             routed: self.routed.get(),
             held: self.held.get(),
             diverted: self.diverted.get(),
-            delivered: self.delivered.get(),
+            delivered: delivered_by_class.iter().sum(),
             redelivered: self.redelivered.get(),
             dead_lettered: self.dead_lettered.get(),
             dead_letter_failures: self.dead_letter_failures.get(),
             health_changes: self.health_changes.get(),
-            accepted_by_class: self.accepted_by_class.each_ref().map(Counter::get),
-            delivered_by_class: self.delivered_by_class.each_ref().map(Latency::count),
+            accepted_by_class,
+            delivered_by_class,
         }
     }
 }

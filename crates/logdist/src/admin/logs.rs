@@ -133,7 +133,6 @@ async fn route(admin: &Admin, cursor: &mut Cursor, envelopes: Vec<Envelope>) {
     for env in &envelopes {
         shared.stats.accepted_by_class[class_of(env.priority())].add(1);
     }
-    shared.stats.accepted.add(envelopes.len() as u64);
     for env in envelopes {
         let give_up = shared.shutdown.hard_stop.cancelled();
         match shared.router.route_or_wait(cursor, env, give_up).await {

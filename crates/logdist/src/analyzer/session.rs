@@ -316,8 +316,8 @@ impl AnalyzerSession {
         }
     }
 
-    /// Publishes a batch of deliveries: per class first, so whoever sees the
-    /// total already finds the per-class counts that make it up.
+    /// Publishes a batch of deliveries (the global count is the sum of the
+    /// per-class latency histograms `tally` feeds).
     fn count_delivered(
         &self,
         shared: &Shared,
@@ -327,7 +327,6 @@ impl AnalyzerSession {
     ) {
         tally.flush(&shared.stats);
         *delivered += n;
-        shared.stats.delivered.add(n);
         self.delivered.add(n);
     }
 
