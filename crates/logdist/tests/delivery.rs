@@ -216,3 +216,27 @@ async fn final_ack_then_close_under_traffic_hands_nothing_acked_back() {
         .await;
     server.shutdown().await;
 }
+
+/// An analyzer that said `acks: false` counts as delivered once written, and
+/// any ack it sends anyway changes nothing.
+#[tokio::test]
+async fn analyzer_without_acks_counts_what_is_written() {
+    let server = TestServer::start().await;
+    let (reply, mut analyzer) =
+        support::HelloAnalyzer::connect(&server, "fire-and-forget", 1.0, "ndjson", false).await;
+    assert_eq!(reply, "{\"status\":\"ok\"}\n");
+    server.wait_analyzers(1).await;
+    support::emit(server.emitters, "m", 0..300, 3).await;
+    for _ in 0..300 {
+        analyzer.next_line().await.unwrap();
+    }
+    analyzer.ack().await;
+    server
+        .wait_for("all delivered", |s| s.delivered == 300)
+        .await;
+    drop(analyzer);
+    server.wait_analyzers(0).await;
+    let report = server.shutdown().await;
+    assert_eq!(report.stats.delivered, 300);
+    assert_eq!(report.stats.redelivered, 0);
+}

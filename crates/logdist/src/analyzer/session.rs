@@ -192,29 +192,18 @@ pub struct SessionEnd {
 impl AnalyzerSession {
     /// Writes until the connection fails, the analyzer leaves, or shutdown.
     pub async fn run(self, mut writer: OwnedWriteHalf, shared: &Shared) -> SessionEnd {
-        let mut window: VecDeque<Envelope> = VecDeque::new();
-        // Acks seen so far; `window` holds messages `released..sent`.
-        let mut released: u64 = 0;
-        let mut delivered: u64 = 0;
+        let mut window = InFlight::default();
         // When the analyzer last showed progress on what it holds: an ack, or
         // the window filling from empty.
         let mut last_progress = Instant::now();
         let mut batch = OutboundBatch::new();
-        let mut tally = DeliveryTally::default();
         let mut pending: Vec<Envelope> = Vec::new();
         let shutdown = &shared.shutdown;
         let holding = shared.router.holding();
 
         let (reason, failure) = loop {
             let acked = self.state.acked.load(Ordering::Acquire);
-            let newly = acked - released;
-            if newly > 0 {
-                let now = std::time::Instant::now();
-                for env in window.drain(..newly as usize) {
-                    tally.record(env.priority(), now.duration_since(env.arrived));
-                }
-                released = acked;
-                self.count_delivered(shared, newly, &mut delivered, &mut tally);
+            if window.release_to(acked, shared, &self.delivered) > 0 {
                 last_progress = Instant::now();
             }
             if let Some(reason) = self.state.closed_reason() {
@@ -251,7 +240,7 @@ impl AnalyzerSession {
                     _ = self.retiring.cancelled(), if !self.retiring.is_cancelled() => {}
                     _ = shutdown.hard_stop.cancelled() => {}
                     _ = tokio::time::sleep_until(stall_check), if !window.is_empty() => {
-                        if let Some(reason) = self.stalled(window.len(), released) {
+                        if let Some(reason) = self.stalled(window.len(), window.released) {
                             break (reason, true);
                         }
                         // A quiet tail: look again after another ack_timeout.
@@ -264,28 +253,18 @@ impl AnalyzerSession {
             if window.is_empty() {
                 last_progress = Instant::now();
             }
-            self.state
-                .sent
-                .fetch_add(pending.len() as u64, Ordering::AcqRel);
+            let written_count = pending.len() as u64;
+            self.state.sent.fetch_add(written_count, Ordering::AcqRel);
             let written = self.write_watched(&mut writer, &batch, shutdown).await;
             batch.clear();
+            window.messages.extend(pending.drain(..));
             if let Err(err) = written {
-                window.extend(pending.drain(..));
                 let failure = !shutdown.hard_stop.is_cancelled();
                 break (format!("write failed: {err}"), failure);
             }
-            if self.acks {
-                window.extend(pending.drain(..));
-            } else {
-                let n = pending.len() as u64;
-                let now = std::time::Instant::now();
-                for env in pending.drain(..) {
-                    tally.record(env.priority(), now.duration_since(env.arrived));
-                }
-                // Without acks, everything written counts as acknowledged.
-                self.state.acked.fetch_add(n, Ordering::AcqRel);
-                released += n;
-                self.count_delivered(shared, n, &mut delivered, &mut tally);
+            if !self.acks {
+                // Without acks, what is written counts as acknowledged.
+                self.state.acked.fetch_add(written_count, Ordering::AcqRel);
             }
         };
         let _ = writer.shutdown().await;
@@ -298,36 +277,15 @@ impl AnalyzerSession {
             let _ = tokio::time::timeout(FINAL_ACK_WAIT, self.state.closing.cancelled()).await;
         }
         let acked = self.state.acked.load(Ordering::Acquire);
-        let newly = acked - released;
-        if newly > 0 {
-            let now = std::time::Instant::now();
-            for env in window.drain(..newly as usize) {
-                tally.record(env.priority(), now.duration_since(env.arrived));
-            }
-            self.count_delivered(shared, newly, &mut delivered, &mut tally);
-        }
+        window.release_to(acked, shared, &self.delivered);
 
         SessionEnd {
             reason,
             failure,
-            unacked: window.into(),
+            unacked: window.messages.into(),
             queued: self.queues.close_and_drain(),
-            delivered,
+            delivered: window.released,
         }
-    }
-
-    /// Publishes a batch of deliveries (the global count is the sum of the
-    /// per-class latency histograms `tally` feeds).
-    fn count_delivered(
-        &self,
-        shared: &Shared,
-        n: u64,
-        delivered: &mut u64,
-        tally: &mut DeliveryTally,
-    ) {
-        tally.flush(&shared.stats);
-        *delivered += n;
-        self.delivered.add(n);
     }
 
     /// Whether `unacked` messages without an ack for `ack_timeout` mean a
@@ -381,6 +339,45 @@ impl AnalyzerSession {
                 }
             }
         }
+    }
+}
+
+/// Messages written to the analyzer and not acknowledged yet, oldest first.
+#[derive(Default)]
+struct InFlight {
+    messages: VecDeque<Envelope>,
+    /// Messages acknowledged (delivered) so far: `messages` holds the ones
+    /// sent after them.
+    released: u64,
+    latency: DeliveryTally,
+}
+
+impl InFlight {
+    /// Releases the messages a cumulative ack of `acked` covers, counting them
+    /// delivered (globally, per class with their latency, and for the analyzer);
+    /// returns how many.
+    fn release_to(&mut self, acked: u64, shared: &Shared, analyzer: &Counter) -> u64 {
+        let newly = acked - self.released;
+        if newly == 0 {
+            return 0;
+        }
+        let now = std::time::Instant::now();
+        for env in self.messages.drain(..newly as usize) {
+            self.latency
+                .record(env.priority(), now.duration_since(env.arrived));
+        }
+        self.latency.flush(&shared.stats);
+        self.released = acked;
+        analyzer.add(newly);
+        newly
+    }
+
+    fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
     }
 }
 
