@@ -87,7 +87,7 @@ pub struct AnalyzerRecord {
 
 /// What one connection of an analyzer left behind when it ended.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SessionEnd {
+pub struct Departure {
     /// Messages it handed back for rerouting (queued or unacknowledged).
     pub handed_back: u64,
     /// Whether it ended in a failure rather than a clean close.
@@ -269,7 +269,7 @@ impl Directory {
     /// The analyzer's connection ended (`reason` says why). It leaves the
     /// router; dial-in analyzers are forgotten, static ones stay listed as
     /// unhealthy (keeping any manual override) until they are reached again.
-    pub fn disconnected(&self, id: &str, reason: &str, end: SessionEnd) {
+    pub fn disconnected(&self, id: &str, reason: &str, end: Departure) {
         let mut entries = self.entries.lock();
         self.router.unregister(id);
         let Some(entry) = entries.get_mut(id) else {
@@ -392,7 +392,7 @@ mod tests {
         directory.get("s1").unwrap();
         directory.set_weight("s1", 0.0, "test").unwrap();
         assert_eq!(directory.snapshot()[0].health, Health::Draining);
-        let end = SessionEnd {
+        let end = Departure {
             handed_back: 3,
             failure: true,
         };
@@ -406,7 +406,7 @@ mod tests {
         let dial: Arc<str> = Arc::from("d1");
         connect(&directory, &router, &dial, Link::DialIn, 1.0);
         assert_eq!(directory.snapshot().len(), 2);
-        directory.disconnected("d1", "closed", SessionEnd::default());
+        directory.disconnected("d1", "closed", Departure::default());
         assert_eq!(
             directory.snapshot().len(),
             1,
@@ -430,7 +430,7 @@ mod tests {
         assert_eq!(router_weight(&router, "s1"), Some(0.0));
 
         // The override outlives a reconnect of a static analyzer.
-        directory.disconnected("s1", "closed", SessionEnd::default());
+        directory.disconnected("s1", "closed", Departure::default());
         connect(&directory, &router, &id, Link::Static, 2.0);
         assert_eq!(router_weight(&router, "s1"), Some(0.0));
 

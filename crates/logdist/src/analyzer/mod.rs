@@ -8,7 +8,7 @@ mod static_link;
 
 use std::sync::Arc;
 
-use logdist_router::PriorityQueues;
+use logdist_router::{Envelope, PriorityQueues};
 use logdist_wire::{AnalyzerFormat, JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -17,7 +17,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::Shared;
-use directory::{Link, SessionEnd};
+use directory::{Departure, Link};
 use handshake::read_handshake;
 use session::{AckState, AnalyzerSession, read_control};
 pub use static_link::run_static;
@@ -101,18 +101,16 @@ pub async fn attach<D>(
         && let Err(err) = writer.write_all(hello_ok()).await
     {
         tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer left during handshake");
-        let reason = "left during handshake";
+        // Messages may have been routed to it already.
         let queued = queues.close_and_drain();
-        let end = SessionEnd {
-            handed_back: queued.len() as u64,
-            failure: true,
-        };
-        shared.directory.disconnected(&id, reason, end);
-        if !queued.is_empty() {
-            shared
-                .redelivery
-                .hand_back(&id, Vec::new(), queued, Arc::from(reason));
-        }
+        leave(
+            shared,
+            &id,
+            "left during handshake",
+            true,
+            Vec::new(),
+            queued,
+        );
         return false;
     }
     tracing::info!(
@@ -176,14 +174,7 @@ pub async fn attach<D>(
     if let Some(probe) = probe {
         probe.abort();
     }
-    let held = end.unacked.len() + end.queued.len();
-    let summary = SessionEnd {
-        handed_back: held as u64,
-        // Removal from the config is an operator's decision, not a failure.
-        failure: end.failure && !removed.is_cancelled(),
-    };
-    shared.directory.disconnected(&id, &end.reason, summary);
-    if held == 0 {
+    if end.unacked.is_empty() && end.queued.is_empty() {
         tracing::info!(analyzer = %id, delivered = end.delivered, reason = %end.reason, "analyzer disconnected");
     } else {
         tracing::warn!(
@@ -191,9 +182,31 @@ pub async fn attach<D>(
             queued = end.queued.len(), reason = %end.reason,
             "analyzer disconnected holding messages; rerouting them"
         );
+    }
+    // Removal from the config is an operator's decision, not a failure.
+    let failure = end.failure && !removed.is_cancelled();
+    leave(shared, &id, &end.reason, failure, end.unacked, end.queued);
+    true
+}
+
+/// Records that an analyzer left and gives what it still held another chance.
+fn leave(
+    shared: &Shared,
+    id: &Arc<str>,
+    reason: &str,
+    failure: bool,
+    unacked: Vec<Envelope>,
+    queued: Vec<Envelope>,
+) {
+    let handed_back = (unacked.len() + queued.len()) as u64;
+    let departure = Departure {
+        handed_back,
+        failure,
+    };
+    shared.directory.disconnected(id, reason, departure);
+    if handed_back > 0 {
         shared
             .redelivery
-            .hand_back(&id, end.unacked, end.queued, Arc::from(end.reason.as_str()));
+            .hand_back(id, unacked, queued, Arc::from(reason));
     }
-    true
 }
