@@ -90,7 +90,7 @@ impl Rejection {
         }
     }
 
-    pub(crate) fn line_too_long(max_line_bytes: usize) -> Self {
+    pub fn line_too_long(max_line_bytes: usize) -> Self {
         Rejection {
             reason: RejectReason::LineTooLong,
             detail: format!("line exceeds {max_line_bytes} bytes"),

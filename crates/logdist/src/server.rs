@@ -222,7 +222,7 @@ impl Server {
         self.reloader.start_statics().await;
         if let Some(listener) = self.admin_listener {
             // Tracked with the emitters: an HTTP ingest request is an emitter too.
-            emitters.spawn(admin::serve(listener, shared.clone()));
+            emitters.spawn(admin::serve(listener, shared.clone(), emitters.clone()));
         }
         let holding = tokio::spawn(release_held(shared.clone(), self.hold_timeout));
         let csv = metrics_csv::start(&self.metrics, shared.clone());

@@ -638,3 +638,45 @@ async fn admin_can_be_turned_off() {
     assert!(server.admin.is_empty());
     within("shutdown", server.shutdown()).await;
 }
+
+/// A client that gives up while its request waits for room loses only the
+/// reply: every message it sent is still routed once room appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_ingest_survives_a_client_that_gives_up() {
+    let server = TestServer::start_with(|c| c.delivery.hold_capacity = 2).await;
+    let messages: Vec<Value> = (0..10)
+        .map(|i| json!({"level": "INFO", "message": format!("m{i}")}))
+        .collect();
+    // No analyzer and room to hold 2: the request has to wait, and the
+    // client stops waiting first.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let sent = impatient
+        .post(format!("{}/api/v1/logs", server.admin))
+        .json(&json!([{"id": "p1", "messages": messages}]))
+        .send()
+        .await;
+    assert!(
+        sent.is_err(),
+        "the request should still be waiting: {sent:?}"
+    );
+    server.wait_for("held", |s| s.held == 2).await;
+
+    let mut a = SeedAnalyzer::connect(&server, 1.0).await;
+    let got = a.take_and_ack(10).await;
+    let mut payloads: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.payload().to_vec()).unwrap())
+        .collect();
+    payloads.sort();
+    assert_eq!(payloads.len(), 10);
+    assert!(payloads.iter().all(|p| p.contains("\"level\":\"INFO\"")));
+    server
+        .wait_for("all delivered", |s| s.delivered == 10)
+        .await;
+    let report = server.shutdown().await;
+    assert_eq!(report.stats.accepted, 10);
+    assert_eq!(report.stats.dead_lettered, 0);
+}

@@ -51,14 +51,12 @@ pub(super) async fn list(
     let read = tokio::task::spawn_blocking(move || read_page(&path, offset, limit)).await;
     match read {
         Ok(Ok(page)) => Ok(Json(page)),
-        Ok(Err(err)) => Err(ApiError(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot read the dead-letter file: {err}"),
-        )),
-        Err(err) => Err(ApiError(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            format!("dead-letter reader failed: {err}"),
-        )),
+        Ok(Err(err)) => Err(ApiError::internal(format!(
+            "cannot read the dead-letter file: {err}"
+        ))),
+        Err(err) => Err(ApiError::internal(format!(
+            "dead-letter reader failed: {err}"
+        ))),
     }
 }
 

@@ -1,9 +1,13 @@
 //! `POST /api/v1/logs`: the seed's HTTP ingest. The body is a JSON array of
 //! packets `{"id"?: ..., "messages": [{...}, ...]}`; each message becomes one
-//! NDJSON line, exactly as if an emitter had sent it over TCP: same priority
-//! rules (`priority`, else `level`/`severity` through `[priorities]`), same
-//! routing, same counters, same backpressure (the request waits while every
-//! analyzer is full).
+//! compact NDJSON line (serde_json's key order and spacing, not the body's)
+//! and is then treated like an emitter's: same priority rules (`priority`,
+//! else `level`/`severity` through `[priorities]`), same routing, same
+//! counters, same backpressure (the request waits while every analyzer is full).
+//!
+//! Routing runs in a task that shutdown waits for, not in the request
+//! handler: a client that gives up while its request waits for room loses
+//! only the reply, never the messages it sent.
 //!
 //! A packet is all or nothing: if it has no messages or one of them is not
 //! valid (not an object, bad priority, too long), none of its messages is
@@ -16,7 +20,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use logdist_router::{Cursor, Envelope};
-use logdist_wire::{Message, RejectReason, Rejection, ndjson_priority};
+use logdist_wire::{Message, Rejection, ndjson_priority};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -56,15 +60,12 @@ pub(super) async fn submit(
         processed_packets: Vec::new(),
         errors: Vec::new(),
     };
-    let seed = admin
-        .packets
-        .fetch_add(packets.len() as u64, Ordering::Relaxed);
-    let mut cursor = Cursor::new(seed);
+    let mut accepted = Vec::new();
     for (index, packet) in packets.iter().enumerate() {
         let id = packet_id(packet);
         match prepare(&admin, packet) {
             Ok(envelopes) => {
-                route(&admin, &mut cursor, envelopes).await;
+                accepted.extend(envelopes);
                 response.successful += 1;
                 let id = id.unwrap_or_else(|| generated_id(&admin));
                 response.processed_packets.push(id);
@@ -74,6 +75,14 @@ pub(super) async fn submit(
                 response.errors.push(PacketError { index, id, error });
             }
         }
+    }
+    let mut cursor = admin.reserve_points(accepted.len());
+    let routing = admin.tasks.spawn({
+        let admin = admin.clone();
+        async move { route(&admin, &mut cursor, accepted).await }
+    });
+    if routing.await.is_err() {
+        return Err(ApiError::internal("routing the messages failed"));
     }
     Ok(Json(response))
 }
@@ -87,7 +96,7 @@ fn packet_id(packet: &Value) -> Option<String> {
 }
 
 fn generated_id(admin: &Admin) -> String {
-    let n = admin.packets.fetch_add(1, Ordering::Relaxed);
+    let n = admin.packet_ids.fetch_add(1, Ordering::Relaxed);
     format!("packet-{:08x}-{n}", rand::random::<u32>())
 }
 
@@ -105,10 +114,7 @@ fn prepare(admin: &Admin, packet: &Value) -> Result<Vec<Envelope>, String> {
     for (i, message) in messages.iter().enumerate() {
         let line = serde_json::to_vec(message).expect("a JSON value serializes");
         let checked = if line.len() > shared.limits.max_line_bytes {
-            Err(Rejection {
-                reason: RejectReason::LineTooLong,
-                detail: format!("line exceeds {} bytes", shared.limits.max_line_bytes),
-            })
+            Err(Rejection::line_too_long(shared.limits.max_line_bytes))
         } else {
             ndjson_priority(&line, &shared.priorities)
         };

@@ -14,6 +14,7 @@ mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -21,8 +22,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use logdist_router::Cursor;
+use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::metrics;
 use crate::server::Shared;
@@ -32,16 +36,34 @@ struct Admin {
     shared: Arc<Shared>,
     registry: Registry,
     /// Numbers the packets of `POST /api/v1/logs` that come without an id.
-    packets: AtomicU64,
+    packet_ids: AtomicU64,
+    /// One low-discrepancy sequence for all HTTP ingest, so its shares are as
+    /// exact as an emitter connection's however small each request is.
+    cursor: Mutex<Cursor>,
+    /// Where HTTP ingest routes, so shutdown waits for it (see `logs.rs`).
+    tasks: TaskTracker,
+}
+
+impl Admin {
+    /// A cursor at the next `n` points of the shared sequence, which moves past them.
+    fn reserve_points(&self, n: usize) -> Cursor {
+        let mut shared = self.cursor.lock();
+        let mine = shared.clone();
+        for _ in 0..n {
+            shared.next_point();
+        }
+        mine
+    }
 }
 
 type AppState = State<Arc<Admin>>;
 
-/// Serves the admin API on `listener` until shutdown stops accepting.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Serves the admin API on `listener` until shutdown stops accepting; work
+/// that must outlive a request (routing HTTP ingest) goes on `tasks`.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tasks: TaskTracker) {
     let address = listener.local_addr().ok();
     let stop = shared.shutdown.stop_accepting.clone();
-    let app = router(shared);
+    let app = router(shared, tasks);
     tracing::info!(?address, "admin API listening");
     if let Err(err) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
@@ -51,12 +73,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<Shared>, tasks: TaskTracker) -> Router {
     let body_limit = shared.limits.max_decompressed_bytes;
     let admin = Arc::new(Admin {
         registry: metrics::registry(shared.clone()),
         shared,
-        packets: AtomicU64::new(0),
+        packet_ids: AtomicU64::new(0),
+        cursor: Mutex::new(Cursor::new(0)),
+        tasks,
     });
     Router::new()
         .route("/api/v1/health", get(health::health))
@@ -87,6 +111,10 @@ impl ApiError {
 
     fn not_found(message: impl Into<String>) -> Self {
         ApiError(StatusCode::NOT_FOUND, message.into())
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, message.into())
     }
 }
 
