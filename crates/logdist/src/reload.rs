@@ -180,17 +180,29 @@ fn same_link(a: &StaticAnalyzerConfig, b: &StaticAnalyzerConfig) -> bool {
 
 /// The sections of `new` that differ from `old` and only apply at startup.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    // Destructured so that a new section cannot be forgotten here.
+    let Config {
+        listeners,
+        analyzers,
+        delivery,
+        limits,
+        priorities,
+        admin,
+        metrics,
+        runtime,
+    } = new;
     let mut changed = Vec::new();
-    let mut analyzers = old.analyzers.clone();
-    analyzers.statics.clone_from(&new.analyzers.statics);
+    let mut old_analyzers = old.analyzers.clone();
+    old_analyzers.statics.clone_from(&analyzers.statics);
     let sections = [
-        ("listeners", old.listeners != new.listeners),
-        ("analyzers", analyzers != new.analyzers),
-        ("delivery", old.delivery != new.delivery),
-        ("limits", old.limits != new.limits),
-        ("priorities", old.priorities != new.priorities),
-        ("admin", old.admin != new.admin),
-        ("metrics", old.metrics != new.metrics),
+        ("listeners", old.listeners != *listeners),
+        ("analyzers", old_analyzers != *analyzers),
+        ("delivery", old.delivery != *delivery),
+        ("limits", old.limits != *limits),
+        ("priorities", old.priorities != *priorities),
+        ("admin", old.admin != *admin),
+        ("metrics", old.metrics != *metrics),
+        ("runtime", old.runtime != *runtime),
     ];
     for (name, differs) in sections {
         if differs {

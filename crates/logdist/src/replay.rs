@@ -76,10 +76,13 @@ pub async fn replay(
             });
         }
     }
-    let text = std::fs::read_to_string(&aside).map_err(|source| ReplayError::Read {
+    let read = std::fs::read_to_string(&aside).map_err(|source| ReplayError::Read {
         path: aside.clone(),
         source,
     })?;
+    // Only whole lines: a distributor may still be appending a batch, and its
+    // unfinished last line is picked up below with whatever follows it.
+    let text = &read[..read.rfind('\n').map_or(0, |end| end + 1)];
 
     let mut keep: Vec<String> = Vec::new();
     let mut outgoing: Vec<Outgoing> = Vec::new();

@@ -58,7 +58,6 @@ pub struct Server {
     admin_listener: Option<TcpListener>,
     dead_letters: DeadLetterFile,
     max_connections: usize,
-    grace: Duration,
     hold_timeout: Option<Duration>,
     metrics: MetricsConfig,
     reloader: Arc<Reloader>,
@@ -152,7 +151,6 @@ impl Server {
             admin_listener,
             dead_letters,
             max_connections: config.limits.max_connections,
-            grace: config.delivery.shutdown_grace,
             hold_timeout: config.delivery.hold_timeout,
             metrics: config.metrics.clone(),
             reloader,
@@ -228,8 +226,9 @@ impl Server {
         let csv = metrics_csv::start(&self.metrics, shared.clone());
 
         signal.await;
-        let deadline = tokio::time::Instant::now() + self.grace;
-        tracing::info!(grace = ?self.grace, "shutting down: no new connections, draining queues");
+        let grace = shared.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + grace;
+        tracing::info!(?grace, "shutting down: no new connections, draining queues");
         let hard_stop = shared.shutdown.hard_stop.clone();
         let grace_timer = tokio::spawn(async move {
             tokio::time::sleep_until(deadline).await;

@@ -15,12 +15,3 @@ pub struct Shutdown {
     pub drain: CancellationToken,
     pub hard_stop: CancellationToken,
 }
-
-impl Shutdown {
-    /// Moves to the last phase at once (and so through the earlier ones).
-    pub fn abort(&self) {
-        self.stop_accepting.cancel();
-        self.drain.cancel();
-        self.hard_stop.cancel();
-    }
-}

@@ -12,7 +12,6 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use logdist_router::Placed;
 use logdist_wire::RejectReason;
-use serde::Serialize;
 
 #[derive(Default)]
 pub struct Counter(CachePadded<AtomicU64>);
@@ -40,10 +39,10 @@ pub struct Stats {
     pub connections_refused: Counter,
     /// Messages put into an analyzer queue (first attempt or redelivery).
     pub routed: Counter,
-    /// Messages parked in the holding queue because no analyzer could take any.
-    pub held: Counter,
     /// Of those, messages that went to another analyzer because the picked one was full.
     pub diverted: Counter,
+    /// Messages parked in the holding queue because no analyzer could take any.
+    pub held: Counter,
     /// Messages handed back by a failed analyzer connection for another attempt.
     pub redelivered: Counter,
     /// Messages written to the dead-letter file.
@@ -184,7 +183,7 @@ impl Stats {
 }
 
 /// A point-in-time copy of [`Stats`].
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub accepted: u64,
     pub rejected: Vec<(&'static str, u64)>,

@@ -450,3 +450,30 @@ async fn a_static_analyzer_removed_by_reload_drains_before_it_goes() {
     );
     assert_eq!(report.stats.dead_lettered, 0);
 }
+
+#[tokio::test]
+async fn replay_leaves_a_half_written_last_record_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dead.ndjson");
+    let whole = "{\"message\":\"a\",\"origin\":\"frame\",\"priority\":1,\"attempts\":4,\"final_error\":\"x\",\"failed_at\":\"t\"}\n";
+    let half = "{\"message\":\"b\",\"origin\":\"fr";
+    std::fs::write(&file, format!("{whole}{half}")).unwrap();
+    let server = TestServer::start().await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+    let report =
+        logdist::replay::replay(&file, &server.emitters.to_string(), Duration::from_secs(10))
+            .await
+            .unwrap();
+    assert_eq!(
+        report,
+        logdist::replay::ReplayReport {
+            replayed: 1,
+            kept: 1
+        }
+    );
+    assert_eq!(&analyzer.take_and_ack(1).await[0].payload()[..], b"a");
+    // The unfinished record is kept as it was, as one line, for the writer to finish.
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{half}\n"));
+    server.shutdown().await;
+}

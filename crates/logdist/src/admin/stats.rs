@@ -40,7 +40,7 @@ struct AnalyzerStats {
     weight: f64,
     /// Messages it acknowledged.
     processed_count: u64,
-    /// Messages its failed connections handed back for another attempt.
+    /// Messages its ended connections (failed or closed) handed back for another attempt.
     error_count: u64,
     routed: u64,
     diverted_in: u64,

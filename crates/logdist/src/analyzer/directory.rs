@@ -22,7 +22,7 @@ use super::session::AckState;
 use crate::stats::{CLASSES, Counter, Stats, class_of};
 
 /// The health reason recorded when an operator takes an analyzer out of routing.
-pub const MANUAL_OVERRIDE: &str = "manual override";
+const MANUAL_OVERRIDE: &str = "manual override";
 
 /// What an analyzer can do for routing right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
