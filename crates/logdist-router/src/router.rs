@@ -112,19 +112,44 @@ impl Router {
         &self.space
     }
 
-    /// The current table. Cheap and lock-free; load it once per batch of
-    /// messages rather than once per message.
+    /// The current table. Cheap and lock-free; a caller routing many messages
+    /// loads it once per batch ([`load_full`](Self::load_full) to keep it
+    /// across awaits) and routes each with [`place`](Self::place).
     pub fn load(&self) -> Guard<Arc<RoutingTable>> {
         self.table.load()
     }
 
-    /// Routes `envelope`, waiting for room as long as every analyzer is full
-    /// (or there is none). This is where backpressure reaches an emitter: its
-    /// task stops reading the socket while it waits here. Each attempt loads
-    /// the current table and takes the cursor's next point.
-    ///
-    /// While no analyzer has a positive weight, a router
-    /// [`with_holding`](Self::with_holding) parks the envelope there instead.
+    /// The current table as an owned `Arc`, which may be held across awaits.
+    pub fn load_full(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// Places `envelope` without waiting: in an analyzer's queues by `table`,
+    /// or, when `table` has no analyzer with a positive weight, in the holding
+    /// queue. Gives it back when there is no room anywhere: then
+    /// [`route_or_wait`](Self::route_or_wait) waits for some.
+    pub fn place(
+        &self,
+        table: &RoutingTable,
+        cursor: &mut Cursor,
+        envelope: Envelope,
+    ) -> Result<Placed, Envelope> {
+        let envelope = match table.route(cursor, envelope) {
+            Ok(routed) => return Ok(Placed::Routed(routed)),
+            Err(back) => back,
+        };
+        match &self.holding {
+            Some(holding) if table.total_weight() == 0.0 => {
+                holding.push(envelope).map(|()| Placed::Held)
+            }
+            _ => Err(envelope),
+        }
+    }
+
+    /// [`place`](Self::place)s `envelope`, waiting for room as long as there is
+    /// none. This is where backpressure reaches an emitter: its task stops
+    /// reading the socket while it waits here. Each attempt loads the current
+    /// table and takes the cursor's next point.
     ///
     /// Gives the envelope back if `give_up` completes first (shutdown), so a
     /// waiting message is never lost with a dropped future.
@@ -139,19 +164,10 @@ impl Router {
             let space = self.space.notified();
             // Bound to a statement of its own so the table guard is dropped
             // before the await (it must not be held across it).
-            let (attempt, nobody) = {
-                let table = self.load();
-                (table.route(cursor, envelope), table.total_weight() == 0.0)
-            };
+            let attempt = self.place(&self.load(), cursor, envelope);
             match attempt {
-                Ok(routed) => return Ok(Placed::Routed(routed)),
+                Ok(placed) => return Ok(placed),
                 Err(back) => envelope = back,
-            }
-            if nobody && let Some(holding) = &self.holding {
-                match holding.push(envelope) {
-                    Ok(()) => return Ok(Placed::Held),
-                    Err(refused) => envelope = refused,
-                }
             }
             tokio::select! {
                 _ = space => {}
@@ -266,6 +282,35 @@ mod tests {
         }
         let ids = table.analyzers().iter().map(|entry| entry.id.clone());
         ids.zip(counts).collect()
+    }
+
+    #[test]
+    fn place_routes_holds_or_gives_back() {
+        let router = Router::with_holding(1);
+        let mut cursor = Cursor::new(3);
+        // No analyzer: held, until the holding queue is full.
+        assert_eq!(
+            router
+                .place(&router.load(), &mut cursor, envelope())
+                .unwrap(),
+            Placed::Held
+        );
+        assert!(
+            router
+                .place(&router.load(), &mut cursor, envelope())
+                .is_err()
+        );
+
+        let a = queues(&router, 1);
+        router.register("a".into(), 1.0, a.clone()).unwrap();
+        let table = router.load_full();
+        assert!(matches!(
+            router.place(&table, &mut cursor, envelope()),
+            Ok(Placed::Routed(_))
+        ));
+        // The analyzer is full: given back, not held (an analyzer exists).
+        assert!(router.place(&table, &mut cursor, envelope()).is_err());
+        assert_eq!((a.len(), router.holding().unwrap().len()), (1, 1));
     }
 
     #[test]

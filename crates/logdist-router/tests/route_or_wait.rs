@@ -179,7 +179,7 @@ async fn with_no_analyzer_messages_are_held_until_the_holding_queue_is_full() {
             .unwrap();
         assert_eq!(placed, Placed::Held);
     }
-    // Level 3 of the holding queue is full: the third producer waits...
+    // The holding queue (2 messages in all) is full: the third producer waits...
     let waiting = spawn_route_or_wait(&router, 3);
     settle().await;
     assert!(

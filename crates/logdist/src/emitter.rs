@@ -8,10 +8,9 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 
 use bytes::BytesMut;
-use logdist_router::{Cursor, Envelope, Placed};
+use logdist_router::{Cursor, Envelope, Placed, RoutingTable};
 use logdist_wire::{Decoded, IngestDecoder, RejectReason, Rejection, error_reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -122,6 +121,8 @@ impl EmitterConnection {
         cursor: &mut Cursor,
         eof: bool,
     ) -> Result<(), End> {
+        // One table for the whole read: routing loads nothing per message.
+        let table = shared.router.load_full();
         loop {
             let decoded = if eof {
                 self.decoder.decode_eof(&mut self.buffer)
@@ -144,7 +145,8 @@ impl EmitterConnection {
                 Decoded::Message(message) => {
                     let acked = self.ack == AckMode::Message
                         && message.origin() == logdist_wire::Origin::Ndjson;
-                    self.route(shared, cursor, Envelope::new(message)).await?;
+                    self.route(shared, &table, cursor, Envelope::new(message))
+                        .await?;
                     if acked {
                         self.replies.extend_from_slice(ACK_OK);
                     }
@@ -159,19 +161,18 @@ impl EmitterConnection {
     async fn route(
         &mut self,
         shared: &Shared,
+        table: &RoutingTable,
         cursor: &mut Cursor,
         env: Envelope,
     ) -> Result<(), End> {
         self.tally.accepted_by_class[class_of(env.priority())] += 1;
-        let give_up = shared.shutdown.hard_stop.cancelled();
-        let placing = shared.router.route_or_wait(cursor, env, give_up);
-        tokio::pin!(placing);
-        let placed = match futures_util::poll!(&mut placing) {
-            Poll::Ready(placed) => placed,
-            Poll::Pending => {
+        let placed = match shared.router.place(table, cursor, env) {
+            Ok(placed) => Ok(placed),
+            Err(env) => {
                 // Backpressure: this may wait long, so publish the counts first.
                 self.flush_tally(shared);
-                placing.await
+                let give_up = shared.shutdown.hard_stop.cancelled();
+                shared.router.route_or_wait(cursor, env, give_up).await
             }
         };
         match placed {
