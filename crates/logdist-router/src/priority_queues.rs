@@ -73,7 +73,10 @@ pub struct PriorityQueues {
     consumer: Notify,
     /// The router's "some queue has room" notify, shared by every analyzer.
     space: Arc<Notify>,
-    enqueued: CachePadded<AtomicU64>,
+    /// Envelopes taken out (by `pop` or `close_and_drain`). Written only by
+    /// the one consumer, so counting costs producers nothing; with `len` it
+    /// gives `enqueued`.
+    popped: CachePadded<AtomicU64>,
     /// Only touched when the router diverts a message here, so it shares a
     /// cache line with nobody busy.
     diverted_in: AtomicU64,
@@ -118,7 +121,7 @@ impl PriorityQueues {
             capacity_per_level,
             consumer: Notify::new(),
             space,
-            enqueued: CachePadded::new(AtomicU64::new(0)),
+            popped: CachePadded::new(AtomicU64::new(0)),
             diverted_in: AtomicU64::new(0),
         }
     }
@@ -132,7 +135,6 @@ impl PriorityQueues {
             return Err(PushError { envelope, kind });
         }
         level.queue.push(envelope);
-        self.enqueued.fetch_add(1, Ordering::Relaxed);
         // Only the push that turns the bit on has to wake the consumer; see
         // `pop` for why a push that finds it already on may stay silent.
         if self.mark_non_empty(priority) {
@@ -173,6 +175,9 @@ impl PriorityQueues {
             let level = &self.levels[priority];
             if let Some(envelope) = level.queue.pop() {
                 self.release_slot(level);
+                // Single writer: a plain store, no read-modify-write.
+                let popped = self.popped.load(Ordering::Relaxed);
+                self.popped.store(popped + 1, Ordering::Relaxed);
                 return Some(envelope);
             }
             self.clear_mark(priority);
@@ -224,6 +229,8 @@ impl PriorityQueues {
                 }
             }
         }
+        self.popped
+            .fetch_add(drained.len() as u64, Ordering::Relaxed);
         drained
     }
 
@@ -253,9 +260,10 @@ impl PriorityQueues {
         self.capacity_per_level
     }
 
-    /// Envelopes ever accepted by `push`.
+    /// Envelopes ever accepted by `push` (those taken out plus those queued;
+    /// exact whenever no push or pop is under way).
     pub fn enqueued(&self) -> u64 {
-        self.enqueued.load(Ordering::Relaxed)
+        self.popped.load(Ordering::Relaxed) + self.len() as u64
     }
 
     /// Envelopes routed here because the analyzer picked for them had no room.
