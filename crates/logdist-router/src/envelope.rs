@@ -28,9 +28,15 @@ pub struct Envelope {
 impl Envelope {
     /// A message that has just arrived and was never tried.
     pub fn new(message: Message) -> Self {
+        Envelope::arrived_at(message, Instant::now())
+    }
+
+    /// A message that arrived at `arrived` (one clock read serves every
+    /// message of a read) and was never tried.
+    pub fn arrived_at(message: Message, arrived: Instant) -> Self {
         Envelope {
             message,
-            arrived: Instant::now(),
+            arrived,
             tried: None,
         }
     }

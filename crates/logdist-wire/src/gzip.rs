@@ -58,6 +58,10 @@ pub(crate) fn decompress(
     if decompressed.len() > max_decompressed_bytes {
         return Err(Rejection::gzip_too_large(max_decompressed_bytes));
     }
+    // `read_to_end` grows by doubling, and every line will be a slice of this
+    // buffer, keeping it alive while any of them waits in a queue: give the
+    // spare capacity back first (one copy at most, cheap next to inflating).
+    decompressed.shrink_to_fit();
     // Vec -> Bytes -> BytesMut hands the allocation over; nothing is copied.
     Ok(BytesMut::from(Bytes::from(decompressed)))
 }

@@ -349,7 +349,15 @@ proptest! {
         }
         let mut buf = BytesMut::from(&wire[..]);
         prop_assert!(HandshakeDecoder::new().decode(&mut buf).unwrap().is_some());
-        let (decoded, _) = feed(&mut SeedControlDecoder, &buf, &chunk_sizes, 3);
+        let (decoded, error) = feed(&mut SeedControlDecoder, &buf, &chunk_sizes, 3);
+        // Every word decodes, up to the first weight word that is not a
+        // finite number (the decoder refuses it and stops there).
+        let valid = controls
+            .iter()
+            .take_while(|&&w| w & 0x8000_0000 != 0 || f32::from_bits(w).is_finite())
+            .count();
+        prop_assert_eq!(decoded.len(), valid);
+        prop_assert_eq!(error.is_some(), valid < controls.len());
         for (control, word) in decoded.iter().zip(&controls) {
             match control {
                 logdist_wire::Control::SeedAck(count) => prop_assert_eq!(*count, word & 0x7fff_ffff),

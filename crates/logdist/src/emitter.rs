@@ -8,6 +8,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use logdist_router::{Cursor, Envelope, Placed, RoutingTable};
@@ -121,8 +122,9 @@ impl EmitterConnection {
         cursor: &mut Cursor,
         eof: bool,
     ) -> Result<(), End> {
-        // One table for the whole read: routing loads nothing per message.
+        // One table and one arrival time for the whole read: nothing per message.
         let table = shared.router.load_full();
+        let arrived = Instant::now();
         loop {
             let decoded = if eof {
                 self.decoder.decode_eof(&mut self.buffer)
@@ -145,8 +147,8 @@ impl EmitterConnection {
                 Decoded::Message(message) => {
                     let acked = self.ack == AckMode::Message
                         && message.origin() == logdist_wire::Origin::Ndjson;
-                    self.route(shared, &table, cursor, Envelope::new(message))
-                        .await?;
+                    let env = Envelope::arrived_at(message, arrived);
+                    self.route(shared, &table, cursor, env).await?;
                     if acked {
                         self.replies.extend_from_slice(ACK_OK);
                     }
