@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use logdist_wire::{AnalyzerFormat, FrameDecoder, Hello, seed_ack_word, seed_handshake};
@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::codec::Decoder;
 
-use crate::payload::{ChecksumKind, EmitterNaming, verify};
+use crate::payload::{ChecksumKind, EmitterNaming, unix_nanos_now, verify};
 use crate::priority::PriorityPlan;
 use crate::profile::{AnalyzerGroup, Handshake};
 use crate::recorder::{Received, Recorder};
@@ -92,13 +92,6 @@ pub fn spawn(index: usize, settings: AnalyzerGroup, ctx: AnalyzerContext) -> Ana
         status,
         task,
     }
-}
-
-fn unix_nanos_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// How a connection ended.
@@ -320,6 +313,21 @@ impl Analyzer {
         }
     }
 
+    /// Ack the `received` messages of this connection, then count what was
+    /// pending as processed.
+    async fn ack_and_commit(
+        &self,
+        stream: &mut TcpStream,
+        received: u64,
+        acked: &mut u64,
+        pending: &mut Vec<Received>,
+    ) -> std::io::Result<()> {
+        self.write_ack(stream, received).await?;
+        *acked = received;
+        self.ctx.recorder.commit(self.index, pending);
+        Ok(())
+    }
+
     async fn session(&mut self, mut stream: TcpStream, mut buf: BytesMut) -> SessionEnd {
         let mut reader = match self.settings.format {
             AnalyzerFormat::Frame => {
@@ -348,10 +356,9 @@ impl Analyzer {
                 biased;
                 cmd = self.commands.recv() => match cmd {
                     None | Some(AnalyzerCommand::Stop) => {
-                        if received > acked
-                            && self.write_ack(&mut stream, received).await.is_ok() {
-                                self.ctx.recorder.commit(self.index, &mut pending);
-                            }
+                        if received > acked {
+                            let _ = self.ack_and_commit(&mut stream, received, &mut acked, &mut pending).await;
+                        }
                         let _ = stream.shutdown().await;
                         return SessionEnd::Stop;
                     }
@@ -368,11 +375,10 @@ impl Analyzer {
                         );
                     }
                     Some(AnalyzerCommand::Restart) => {
-                        if received > acked {
-                            if let Err(e) = self.write_ack(&mut stream, received).await {
-                                return SessionEnd::Lost(format!("writing ack: {e}"));
-                            }
-                            self.ctx.recorder.commit(self.index, &mut pending);
+                        if received > acked
+                            && let Err(e) = self.ack_and_commit(&mut stream, received, &mut acked, &mut pending).await
+                        {
+                            return SessionEnd::Lost(format!("writing ack: {e}"));
                         }
                         let _ = stream.shutdown().await;
                         self.ctx.recorder.with_analyzer(self.index, |t| t.restarts += 1);
@@ -384,18 +390,18 @@ impl Analyzer {
                         return SessionEnd::Restart;
                     }
                 },
+                // A pending kill must not wait for traffic to reach its deadline.
+                _ = sleep_until(kill.map_or_else(Instant::now, |(_, by)| by)), if kill.is_some() => {}
                 _ = sleep_until(stall_until.unwrap_or_else(Instant::now)), if stalled => {
                     stall_until = None;
                     self.ctx.recorder.event(Some(self.index), "stall-end", "reads again".to_string());
                 }
                 _ = sleep_until(idle_deadline.unwrap_or_else(Instant::now)), if idle_deadline.is_some() && !stalled => {
                     idle_deadline = None;
-                    if received > acked {
-                        if let Err(e) = self.write_ack(&mut stream, received).await {
-                            return SessionEnd::Lost(format!("writing ack: {e}"));
-                        }
-                        acked = received;
-                        self.ctx.recorder.commit(self.index, &mut pending);
+                    if received > acked
+                        && let Err(e) = self.ack_and_commit(&mut stream, received, &mut acked, &mut pending).await
+                    {
+                        return SessionEnd::Lost(format!("writing ack: {e}"));
                     }
                 }
                 r = stream.read_buf(&mut buf), if !stalled => {
@@ -422,12 +428,10 @@ impl Analyzer {
                                 continue;
                             }
                         pending.push(self.classify(priority, &payload, now_nanos));
-                        if received - acked >= ack_every {
-                            if let Err(e) = self.write_ack(&mut stream, received).await {
-                                return SessionEnd::Lost(format!("writing ack: {e}"));
-                            }
-                            acked = received;
-                            self.ctx.recorder.commit(self.index, &mut pending);
+                        if received - acked >= ack_every
+                            && let Err(e) = self.ack_and_commit(&mut stream, received, &mut acked, &mut pending).await
+                        {
+                            return SessionEnd::Lost(format!("writing ack: {e}"));
                         }
                     }
                     idle_deadline = (received > acked).then(|| Instant::now() + self.settings.ack_idle);
@@ -481,6 +485,16 @@ mod tests {
         out
     }
 
+    /// Wait (bounded) until `cond` holds: the analyzer commits on its own task,
+    /// possibly after the test has already seen the ack on the wire.
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn read_word(s: &mut TcpStream) -> u32 {
         let mut w = [0u8; 4];
         tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut w))
@@ -531,7 +545,7 @@ mod tests {
         // Ack after 3 (sign bit set, cumulative count), then the idle ack for 5.
         assert_eq!(read_word(&mut conn).await, 0x8000_0003);
         assert_eq!(read_word(&mut conn).await, 0x8000_0005);
-        assert!(recorder.all_received(&[5]));
+        eventually("0..5 are committed", || recorder.all_received(&[5])).await;
 
         // Two more arrive; kill before the idle ack: both must be dropped.
         // (A kill waits until the analyzer holds something unacked.)
@@ -542,11 +556,16 @@ mod tests {
         let mut rest = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await;
         assert!(rest.is_empty(), "no ack for the held messages: {rest:?}");
+        eventually("the kill is recorded", || {
+            recorder.lock().analyzers[0].kills == 1
+        })
+        .await;
         {
             let s = recorder.lock();
-            assert_eq!(s.analyzers[0].kills, 1);
             assert!(s.analyzers[0].dropped_unacked >= 1);
-            assert_eq!(s.ledger.distinct(0), 5);
+            // Only 0..5 count as processed: the two held ones are missing.
+            let a = s.ledger.account(0, 7);
+            assert_eq!((a.received, a.lost), (5, 2));
         }
 
         // It comes back, and the redelivered messages count once.
@@ -554,8 +573,23 @@ mod tests {
         assert_eq!(f32::from_bits(read_word(&mut conn).await), 0.25);
         conn.write_all(&frames(&naming, 5..7)).await.unwrap();
         assert_eq!(read_word(&mut conn).await, 0x8000_0002);
-        assert!(recorder.all_received(&[7]));
-        assert_eq!(recorder.lock().ledger.total_duplicates(), 0);
+        eventually("5..7 are committed", || recorder.all_received(&[7])).await;
+        let a = recorder.lock().ledger.account(0, 7);
+        assert_eq!((a.received, a.lost, a.duplicated), (7, 0, 0));
+
+        // A kill while idle (nothing unacked, no traffic) still happens, once
+        // its wait for unacked messages runs out (1 s).
+        handle.send(AnalyzerCommand::Kill {
+            downtime: Duration::ZERO,
+        });
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "an idle analyzer was not killed within 3 s");
+        eventually("the idle kill is recorded", || {
+            recorder.lock().analyzers[0].kills == 2
+        })
+        .await;
         handle.send(AnalyzerCommand::Stop);
         tokio::time::timeout(Duration::from_secs(5), handle.task)
             .await

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use logdist_wire::encode_frame;
@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::payload::{ChecksumKind, PayloadWriter};
+use crate::payload::{ChecksumKind, PayloadWriter, unix_nanos_now};
 use crate::priority::PriorityPlan;
 use crate::profile::SizeSettings;
 
@@ -29,7 +29,6 @@ use crate::profile::SizeSettings;
 pub struct EmitterShared {
     /// Messages completely written to the socket (counters 0..sent).
     pub sent: AtomicU64,
-    pub bytes: AtomicU64,
     /// Target rate in milli-messages per second (changed by the ramp).
     pub rate_milli: AtomicU64,
     /// How far behind schedule the emitter is now, and at worst, in µs.
@@ -103,13 +102,6 @@ pub struct EmitterConfig {
     pub seed: u64,
 }
 
-fn unix_nanos_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 /// Send until `stop`. `start` is when this emitter's schedule begins.
 pub async fn run(
     cfg: EmitterConfig,
@@ -164,7 +156,6 @@ pub async fn run(
             let complete = frame_ends.partition_point(|&end| end <= written) as u64;
             counter += complete;
             shared.sent.store(counter, Ordering::Release);
-            shared.bytes.fetch_add(written as u64, Ordering::Relaxed);
             match result {
                 WriteOutcome::Done => {}
                 WriteOutcome::Stopped => break,

@@ -5,6 +5,7 @@
 //! FNV-1a when hashing cost matters more than compatibility.
 
 use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -37,10 +38,10 @@ impl ChecksumKind {
         }
     }
 
-    /// Append the hex checksum of `body` to `out`.
-    pub fn append_hex(self, body: &[u8], out: &mut Vec<u8>) {
+    /// Append the hex checksum of everything in `out` to it.
+    pub fn append_hex(self, out: &mut Vec<u8>) {
         let mut hex = [0u8; 64];
-        let n = self.hex_into(body, &mut hex);
+        let n = self.hex_into(out, &mut hex);
         out.extend_from_slice(&hex[..n]);
     }
 
@@ -80,6 +81,15 @@ pub fn fnv1a64(data: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// Wall-clock time in nanoseconds since the Unix epoch (0 if the clock is
+/// before it): the timestamp carried in payloads.
+pub fn unix_nanos_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// Padding characters: a fixed printable pattern without `:`.
@@ -143,10 +153,7 @@ impl PayloadWriter {
             out.extend_from_slice(&source[..n]);
             pad -= n;
         }
-        let body_len = out.len();
-        let mut hex = [0u8; 64];
-        let n = self.checksum.hex_into(&out[..body_len], &mut hex);
-        out.extend_from_slice(&hex[..n]);
+        self.checksum.append_hex(out);
     }
 }
 

@@ -66,11 +66,6 @@ impl PriorityPlan {
     fn hash(&self, emitter: u32, counter: u64) -> u64 {
         mix(self.seed ^ mix(u64::from(emitter) << 40 ^ counter))
     }
-
-    /// All levels this plan can produce.
-    pub fn levels(&self) -> &[u8] {
-        &self.levels
-    }
 }
 
 #[cfg(test)]

@@ -77,9 +77,11 @@ pub struct DistributorStats {
     pub cpu_avg_pct: Option<f64>,
     pub cpu_peak_pct: f64,
     pub peak_rss_mib: Option<f64>,
-    pub stop: Option<StopOutcome>,
+    pub stop: StopOutcome,
     pub log: String,
     pub config: String,
+    /// Where logdist writes dead letters.
+    pub dead_letters: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -168,6 +170,15 @@ impl Summary {
             }
             failures.push(msg);
         }
+        if let Some(d) = t.dead_lettered.filter(|&d| d > 0) {
+            let file = self
+                .distributor
+                .as_ref()
+                .map_or("the dead-letter file", |s| s.dead_letters.as_str());
+            failures.push(format!(
+                "DEAD LETTERS: {d} messages were dead-lettered by logdist (see {file})"
+            ));
+        }
         if t.duplicated > 0 {
             let msg = format!(
                 "DUPLICATES: {} messages were processed twice (acked by an analyzer more than once)",
@@ -243,10 +254,9 @@ impl Summary {
             ));
         }
         if let Some(d) = &self.distributor
-            && let Some(stop) = &d.stop
-            && !stop.clean()
+            && !d.stop.clean()
         {
-            failures.push(format!("DISTRIBUTOR: logdist {}", stop.description));
+            failures.push(format!("DISTRIBUTOR: logdist {}", d.stop.description));
         }
         if self.generator_max_lag_ms > GENERATOR_LAG_WARN_MS {
             warnings.push(format!(
@@ -343,10 +353,7 @@ impl Summary {
                 d.peak_rss_mib
                     .map(|m| format!("{m:.1} MiB"))
                     .unwrap_or_else(|| "n/a".into()),
-                d.stop
-                    .as_ref()
-                    .map(|o| o.description.clone())
-                    .unwrap_or_else(|| "n/a".into())
+                d.stop.description
             );
         }
         let _ = writeln!(s);
@@ -568,6 +575,87 @@ pub fn shares(weights: &[f32], counts: &[u64]) -> Vec<(f64, f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(totals: Totals) -> Summary {
+        Summary {
+            profile: "t".into(),
+            description: String::new(),
+            started_at: String::new(),
+            results_dir: String::new(),
+            profile_source: String::new(),
+            run_secs: 1.0,
+            profile_duration_secs: 1.0,
+            drain_secs: 0.0,
+            drained: true,
+            target: String::new(),
+            analyzer_target: String::new(),
+            checksum: "fnv".into(),
+            seed: 0,
+            emitter_id_prefix: String::new(),
+            passed: false,
+            failures: Vec::new(),
+            warnings: Vec::new(),
+            totals,
+            throughput: Throughput::default(),
+            latency_overall: Percentiles::default(),
+            latency_by_priority: Vec::new(),
+            emitters: Vec::new(),
+            analyzers: Vec::new(),
+            generator_max_lag_ms: 0.0,
+            generator_write_wait_secs: 0.0,
+            loadtest_cpu_avg_pct: None,
+            distributor: Some(DistributorStats {
+                pid: 1,
+                cpu_avg_pct: None,
+                cpu_peak_pct: 0.0,
+                peak_rss_mib: None,
+                stop: StopOutcome {
+                    exit_code: Some(0),
+                    killed: false,
+                    stop_secs: 0.1,
+                    description: "exited with code 0".into(),
+                },
+                log: "logdist.log".into(),
+                config: "logdist.toml".into(),
+                dead_letters: "/r/dead_letters.ndjson".into(),
+            }),
+            rejection_reasons: Vec::new(),
+            protocol_errors: Vec::new(),
+            chaos_schedule: Vec::new(),
+            events: Vec::new(),
+            ramp: None,
+            aborted: None,
+        }
+    }
+
+    /// Dead letters fail a run even when nothing is lost.
+    #[test]
+    fn dead_letters_fail_the_run() {
+        let totals = Totals {
+            sent: 10,
+            received: 10,
+            dead_lettered: Some(0),
+            ..Totals::default()
+        };
+        let mut s = summary(totals.clone());
+        s.evaluate(&Checks::default());
+        assert!(s.passed, "{:?}", s.failures);
+
+        let mut s = summary(Totals {
+            dead_lettered: Some(3),
+            ..totals
+        });
+        s.evaluate(&Checks::default());
+        assert!(!s.passed);
+        assert_eq!(
+            s.failures,
+            vec![
+                "DEAD LETTERS: 3 messages were dead-lettered by logdist \
+                 (see /r/dead_letters.ndjson)"
+                    .to_string()
+            ]
+        );
+    }
 
     #[test]
     fn share_deviation_is_relative() {

@@ -1,7 +1,8 @@
 //! Runs a profile end to end: start logdist (or use --target), connect the
 //! analyzers, start the emitters, sample the timeline every second, run the chaos
 //! schedule, stop the emitters, wait until everything sent has arrived (or the
-//! drain timeout passes), stop analyzers and logdist, and reconcile.
+//! drain timeout passes), stay quiet a little longer so late duplicates show up,
+//! stop analyzers and logdist, and reconcile.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ use crate::report::{
 };
 use crate::timeline::{Progress, Sampler, TimelineRow};
 
+/// Upper bound on the quiet period after the final drain.
+const SETTLE_MAX: Duration = Duration::from_secs(10);
+
 /// Everything a run needs besides the profile.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -49,7 +53,6 @@ pub struct RunOptions {
 /// What a run produced.
 pub struct RunOutcome {
     pub summary: Summary,
-    pub results_dir: PathBuf,
 }
 
 /// The simulated world of a run, set up and ready to send.
@@ -315,9 +318,10 @@ impl Harness {
             if self.aborted.is_some() {
                 return false;
             }
-            // Ctrl-C ends the sending phases early; drains still run so the
-            // report is exact for what was sent.
-            if self.interrupted.is_cancelled() && !phase.ends_with("drain") {
+            // Ctrl-C ends the sending phases early; drains (and the settle
+            // after the final drain) still run so the report is exact for what
+            // was sent.
+            if self.interrupted.is_cancelled() && !phase.ends_with("drain") && phase != "settle" {
                 self.interrupted_note = Some("interrupted (Ctrl-C): stopped sending early".into());
                 return false;
             }
@@ -365,6 +369,23 @@ impl Harness {
         (ok, t0.elapsed().as_secs_f64())
     }
 
+    /// After a successful drain: stay quiet for a while with the analyzers still
+    /// reading and committing, so late redeliveries (duplicates) show up before
+    /// teardown. max(1 s, 5 × the largest ack_idle), at most `SETTLE_MAX`.
+    pub async fn settle(&mut self) {
+        let largest_ack_idle = self
+            .analyzer_settings
+            .iter()
+            .map(|a| a.ack_idle)
+            .max()
+            .unwrap_or_default();
+        let quiet = (largest_ack_idle * 5)
+            .max(Duration::from_secs(1))
+            .min(SETTLE_MAX);
+        self.wait_until(Instant::now() + quiet, "settle", |_| false)
+            .await;
+    }
+
     /// Stop analyzers (they ack what they hold) and then the distributor.
     pub async fn teardown(&mut self) -> Option<DistributorStats> {
         // A last sample so the timeline ends with the final state.
@@ -381,22 +402,18 @@ impl Harness {
         let pid = d.pid;
         let log = d.log_path.display().to_string();
         let config = d.config.path.display().to_string();
+        let dead_letters = d.config.dead_letter_path.display().to_string();
         let stop = d.stop().await;
         Some(DistributorStats {
             pid,
             cpu_avg_pct: self.sampler.distributor_cpu_average(),
             cpu_peak_pct: self.sampler.distributor_cpu_peak,
             peak_rss_mib,
-            stop: Some(stop),
+            stop,
             log,
             config,
+            dead_letters,
         })
-    }
-
-    pub fn dead_letter_path(&self) -> Option<PathBuf> {
-        self.distributor
-            .as_ref()
-            .map(|d| d.config.dead_letter_path.clone())
     }
 
     pub fn own_cpu_average(&self) -> Option<f64> {
@@ -597,9 +614,13 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
     } else {
         (false, 0.0)
     };
-    let dead_letter_path = h.dead_letter_path();
+    if drained {
+        h.settle().await;
+    }
     let distributor = h.teardown().await;
-    let dead_letters = dead_letter_path.as_deref().map(count_dead_letters);
+    let dead_letters = distributor
+        .as_ref()
+        .map(|d| count_dead_letters(Path::new(&d.dead_letters)));
     let target_rate = match &ramp_result {
         Some(r) => r.steps.last().map(|s| s.target_rate).unwrap_or(0.0),
         None => profile.total_rate(),
@@ -621,8 +642,5 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
     if let Err(e) = chart::write_svg(&h.results_dir.join("chart.svg"), &h.timeline, &summary) {
         tracing::warn!("could not draw chart.svg: {e}");
     }
-    Ok(RunOutcome {
-        results_dir: h.results_dir.clone(),
-        summary,
-    })
+    Ok(RunOutcome { summary })
 }
