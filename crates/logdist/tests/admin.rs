@@ -121,6 +121,23 @@ async fn health_stats_and_analyzers_have_the_seed_shapes_and_status_codes() {
     assert_eq!(stats["totals"]["accepted"], 10);
     assert_eq!(stats["priorities"]["2"]["accepted"], 10);
     assert_eq!(stats["priorities"]["6-255"]["accepted"], 0);
+    // b holds all 10, unread and unacked: queued or in flight, nowhere else.
+    let held = |v: &Value| v.as_u64().unwrap();
+    assert_eq!(
+        held(&entry["queue_depth"]) + held(&entry["in_flight"]),
+        10,
+        "{entry}"
+    );
+    assert_eq!(
+        held(&stats["totals"]["queued"]) + held(&stats["totals"]["in_flight"]),
+        10
+    );
+    assert_eq!(stats["totals"]["queued"], entry["queue_depth"]);
+    assert_eq!(stats["priorities"]["2"]["queued"], entry["queue_depth"]);
+    assert_eq!(
+        entry["in_flight"], 10,
+        "a connected analyzer gets its window's worth: {entry}"
+    );
 
     let (status, list) = get(&server, "/api/v1/analyzers").await;
     assert_eq!(status, StatusCode::OK);
@@ -451,7 +468,25 @@ async fn metrics_parse_as_prometheus_text_and_count_the_traffic() {
         .await
         .unwrap();
     stream.shutdown().await.unwrap();
-    analyzer.take_and_ack(100).await;
+    // Read but not acked yet: all 100 are in flight.
+    for _ in 0..100 {
+        analyzer.next().await.unwrap();
+    }
+    let text = client()
+        .get(format!("{}/metrics", server.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let unacked = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let id = analyzer.id.as_str();
+    assert_eq!(
+        sample(&unacked, "logdist_in_flight", &[("analyzer", id)]),
+        100.0
+    );
+    analyzer.ack().await;
     server
         .wait_for("100 delivered", |s| s.delivered == 100)
         .await;

@@ -477,3 +477,46 @@ async fn replay_leaves_a_half_written_last_record_whole() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{half}\n"));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn reload_reweights_adds_and_moves_static_analyzers() {
+    let (first, second, moved) = (free_port(), free_port(), free_port());
+    let first_host = rebind(first).await;
+    let server = TestServer::start_with(|c| {
+        fast_reconnect(c);
+        c.analyzers.statics = vec![static_analyzer("s1", first)];
+    })
+    .await;
+    let _s1 = accept_static(&first_host, "s1").await;
+    server.wait_analyzers(1).await;
+
+    // A new weight reaches the routing table.
+    let mut config = server.config.clone();
+    config.analyzers.statics[0].weight = 3.0;
+    server.reload.reload(config.clone()).await.unwrap();
+    server
+        .wait_for_analyzers("s1 at weight 3", |a| a == [("s1".to_string(), 3.0)])
+        .await;
+
+    // An added analyzer is dialled.
+    let second_host = rebind(second).await;
+    config.analyzers.statics.push(static_analyzer("s2", second));
+    server.reload.reload(config.clone()).await.unwrap();
+    let mut s2 = accept_static(&second_host, "s2").await;
+    server.wait_analyzers(2).await;
+
+    // A moved analyzer is drained off its old address and dialled at the new one.
+    let moved_host = rebind(moved).await;
+    config.analyzers.statics[1].address = moved.to_string();
+    let reload = server.reload.clone();
+    let moving = tokio::spawn(async move { reload.reload(config).await });
+    assert!(s2.next().await.is_none(), "the old connection is closed");
+    let _s2_moved = accept_static(&moved_host, "s2").await;
+    within("reload to finish", moving).await.unwrap().unwrap();
+    server
+        .wait_for_analyzers("s1 and s2", |a| {
+            a.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>() == ["s1", "s2"]
+        })
+        .await;
+    server.shutdown().await;
+}
