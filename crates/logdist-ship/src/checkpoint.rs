@@ -2,8 +2,11 @@
 //! (device + inode) and the offset just past its last **acknowledged** line.
 //!
 //! It is written atomically (a temporary file in the same directory, then a
-//! rename), so a crash leaves either the old or the new checkpoint, never a
-//! torn one. Format (JSON):
+//! rename), so a crash of the process leaves either the old or the new
+//! checkpoint, never a torn one; at disconnects and at exit the file and its
+//! directory are also synced to disk. Should a power loss still leave an
+//! unreadable file, it is set aside as `<path>.corrupt` and shipping starts
+//! from scratch. Format (JSON):
 //!
 //! ```json
 //! {"version":1,"files":{"/var/log/app.log":{"dev":2049,"ino":131,"offset":5120}}}
@@ -78,22 +81,59 @@ impl Checkpoint {
         Ok(checkpoint)
     }
 
+    /// Reads the checkpoint at `path`; a file that is there but not a
+    /// checkpoint (empty, torn, not JSON) is moved aside to `<path>.corrupt`
+    /// and an empty checkpoint returned, with the name it was moved to: the
+    /// caller warns, and shipping starts from scratch. A checkpoint of
+    /// another version, or one that cannot be read at all, is an error.
+    pub fn load_or_set_aside(path: &Path) -> io::Result<(Checkpoint, Option<PathBuf>)> {
+        match Checkpoint::load(path) {
+            Ok(checkpoint) => Ok((checkpoint, None)),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData && !is_other_version(path) => {
+                let aside = corrupt_path(path);
+                fs::rename(path, &aside).map_err(|rename| {
+                    io::Error::new(
+                        rename.kind(),
+                        format!("{e}; cannot move it aside to {}: {rename}", aside.display()),
+                    )
+                })?;
+                Ok((Checkpoint::default(), Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes the checkpoint atomically (temp file + rename). With `sync`,
-    /// the data is flushed to disk first (survives a power loss, not only a
-    /// crash of the process).
+    /// the data is flushed to disk first and the directory after the rename
+    /// (survives a power loss, not only a crash of the process).
     pub fn save(&self, path: &Path, sync: bool) -> io::Result<()> {
-        let mut copy = self.clone();
-        copy.version = VERSION;
-        let text = serde_json::to_vec(&copy).expect("a checkpoint always serializes");
+        #[derive(Serialize)]
+        struct Out<'a> {
+            version: u32,
+            files: &'a BTreeMap<String, Position>,
+        }
+        let mut text = serde_json::to_vec(&Out {
+            version: VERSION,
+            files: &self.files,
+        })
+        .expect("a checkpoint always serializes");
+        text.push(b'\n');
         let temp = temp_path(path);
         let mut file = File::create(&temp)?;
         file.write_all(&text)?;
-        file.write_all(b"\n")?;
         if sync {
             file.sync_all()?;
         }
         drop(file);
-        fs::rename(&temp, path)
+        fs::rename(&temp, path)?;
+        if sync {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     pub fn get(&self, file: &str) -> Option<Position> {
@@ -108,6 +148,25 @@ impl Checkpoint {
             }
         }
     }
+}
+
+/// Whether `path` holds a well-formed checkpoint of another version.
+fn is_other_version(path: &Path) -> bool {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    fs::read(path)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<Versioned>(&text).ok())
+        .is_some_and(|v| v.version != VERSION)
+}
+
+/// Where an unreadable checkpoint is kept: `<path>.corrupt`.
+pub fn corrupt_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".corrupt");
+    PathBuf::from(name)
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -177,6 +236,30 @@ mod tests {
         );
         fs::write(&path, "{\"version\":7,\"files\":{}}").unwrap();
         assert!(Checkpoint::load(&path).is_err());
+    }
+
+    #[test]
+    fn a_torn_or_empty_checkpoint_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp");
+        for torn in ["", "{\"version\":1,\"files\":"] {
+            fs::write(&path, torn).unwrap();
+            let (c, aside) = Checkpoint::load_or_set_aside(&path).unwrap();
+            assert_eq!(c, Checkpoint::default());
+            assert_eq!(aside.as_deref(), Some(&*dir.path().join("cp.corrupt")));
+            assert!(!path.exists());
+            assert_eq!(
+                fs::read_to_string(dir.path().join("cp.corrupt")).unwrap(),
+                torn
+            );
+        }
+        // Missing: nothing to set aside.
+        let (c, aside) = Checkpoint::load_or_set_aside(&path).unwrap();
+        assert_eq!((c, aside), (Checkpoint::default(), None));
+        // Another version is not ours to throw away.
+        fs::write(&path, "{\"version\":7,\"files\":{}}").unwrap();
+        assert!(Checkpoint::load_or_set_aside(&path).is_err());
+        assert!(path.exists());
     }
 
     #[test]

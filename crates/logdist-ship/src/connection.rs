@@ -7,15 +7,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt;
+use logdist_wire::NdjsonLineDecoder;
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
 
 /// Longest reply line read; logdist's are far shorter.
-const MAX_REPLY_BYTES: u64 = 64 * 1024;
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 /// The server's answer to one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,21 +26,34 @@ pub enum Ack {
     Ok,
     /// Rejected, with the server's sentence.
     Error(String),
+    /// The server announces it is closing the connection (e.g. a binary or
+    /// gzip frame longer than its `max_frame_bytes`): this reply answers no
+    /// particular line, and nothing outstanding was taken; it is all resent
+    /// on the next connection.
+    Closing(String),
 }
 
 impl Ack {
     /// Parses a reply line (`{"status":"ok",...}` / `{"status":"error","message":...}`).
-    pub fn parse(line: &str) -> Ack {
+    pub fn parse(line: &[u8]) -> Ack {
         #[derive(Deserialize)]
         struct Reply {
             status: String,
             #[serde(default)]
             message: Option<String>,
         }
-        match serde_json::from_str::<Reply>(line.trim()) {
+        let line = line.trim_ascii();
+        match serde_json::from_slice::<Reply>(line) {
             Ok(reply) if reply.status.eq_ignore_ascii_case("ok") => Ack::Ok,
+            Ok(Reply {
+                message: Some(message),
+                ..
+            }) if message.trim_end().ends_with("closing connection") => Ack::Closing(message),
             Ok(reply) => Ack::Error(reply.message.unwrap_or(reply.status)),
-            Err(_) => Ack::Error(format!("unreadable reply: {}", line.trim())),
+            Err(_) => Ack::Error(format!(
+                "unreadable reply: {}",
+                String::from_utf8_lossy(line)
+            )),
         }
     }
 
@@ -71,17 +87,21 @@ impl Connection {
         let (read, writer) = stream.into_split();
         let (tx, acks) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
-            let mut read = BufReader::new(read);
-            let mut line = String::new();
-            loop {
-                line.clear();
-                match (&mut read).take(MAX_REPLY_BYTES).read_line(&mut line).await {
-                    Ok(0) | Err(_) => return, // closed: dropping tx tells the shipper
-                    Ok(_) if line.trim().is_empty() => continue,
-                    Ok(_) => {
+            let mut lines = FramedRead::new(read, NdjsonLineDecoder::new(MAX_REPLY_BYTES));
+            // Closed, or a reply too long to be one of logdist's: either way
+            // the connection is over; dropping tx tells the shipper, which
+            // resends whatever is still outstanding.
+            while let Some(line) = lines.next().await {
+                match line {
+                    Ok(line) if line.trim_ascii().is_empty() => continue,
+                    Ok(line) => {
                         if tx.send(Ack::parse(&line)).is_err() {
                             return;
                         }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "unreadable reply from the server: dropping the connection");
+                        return;
                     }
                 }
             }
@@ -94,9 +114,13 @@ impl Connection {
         })
     }
 
-    /// Writes one encoded batch.
-    pub async fn send(&mut self, batch: &[u8]) -> io::Result<()> {
-        self.writer.write_all(batch).await
+    /// Writes some of `data`; returns how much. Cancel safe: when the
+    /// future is dropped before completing, nothing was written.
+    pub async fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self.writer.write(data).await? {
+            0 if !data.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+            n => Ok(n),
+        }
     }
 
     /// The next ack; `None` once the server has closed the connection (after
@@ -141,21 +165,88 @@ mod tests {
     #[test]
     fn parses_replies() {
         assert_eq!(
-            Ack::parse("{\"status\":\"ok\",\"message\":\"received\"}\n"),
+            Ack::parse(b"{\"status\":\"ok\",\"message\":\"received\"}\n"),
             Ack::Ok
         );
         assert_eq!(
-            Ack::parse("{\"status\": \"ok\", \"message\": \"received\"}"),
+            Ack::parse(b"{\"status\": \"ok\", \"message\": \"received\"}"),
             Ack::Ok
         );
-        let e = Ack::parse(r#"{"status":"error","message":"invalid JSON: x"}"#);
+        let e = Ack::parse(br#"{"status":"error","message":"invalid JSON: x"}"#);
         assert_eq!(e, Ack::Error("invalid JSON: x".into()));
         assert!(!e.rejects_whole_frame());
         assert!(
-            Ack::parse(r#"{"status":"error","message":"corrupt gzip frame: bad"}"#)
+            Ack::parse(br#"{"status":"error","message":"corrupt gzip frame: bad"}"#)
                 .rejects_whole_frame()
         );
-        assert!(matches!(Ack::parse("garbage"), Ack::Error(m) if m.contains("garbage")));
+        assert!(matches!(Ack::parse(b"garbage"), Ack::Error(m) if m.contains("garbage")));
+        assert!(matches!(Ack::parse(b"caf\xe9"), Ack::Error(m) if m.contains("caf")));
+        let closing = Ack::parse(
+            br#"{"status":"error","message":"binary frame length 9999999 outside 5..=1048576; closing connection"}"#,
+        );
+        assert!(matches!(&closing, Ack::Closing(m) if m.starts_with("binary frame length")));
+        assert!(!closing.rejects_whole_frame());
+    }
+
+    /// A fake server on 127.0.0.1 that writes `replies` to the first client,
+    /// then keeps the connection open until the client goes.
+    async fn replying(replies: Vec<u8>) -> (SocketAddr, JoinHandle<()>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(&replies).await.unwrap();
+            let mut buf = [0u8; 1024];
+            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        (addr, task)
+    }
+
+    async fn acks_until_closed(conn: &mut Connection) -> Vec<Ack> {
+        let mut acks = Vec::new();
+        while let Some(ack) = tokio::time::timeout(Duration::from_secs(10), conn.next_ack())
+            .await
+            .expect("the reader ends")
+        {
+            acks.push(ack);
+        }
+        acks
+    }
+
+    #[tokio::test]
+    async fn an_over_long_reply_ends_the_connection_and_is_not_two_acks() {
+        let ok = b"{\"status\":\"ok\"}\n";
+        let mut replies = ok.to_vec();
+        // Longer than the limit: read_line with a `take` saw it as two lines.
+        replies.extend_from_slice(br#"{"status":"error","message":""#);
+        replies.extend(std::iter::repeat_n(b'x', MAX_REPLY_BYTES + 10));
+        replies.extend_from_slice(b"\"}\n");
+        replies.extend_from_slice(ok);
+        let (addr, _server) = replying(replies).await;
+        let mut conn = Connection::connect("127.0.0.1", addr.port(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        // The ok before it, then the end: what followed is never counted.
+        assert_eq!(acks_until_closed(&mut conn).await, vec![Ack::Ok]);
+    }
+
+    #[tokio::test]
+    async fn a_non_utf8_reply_is_one_reply() {
+        let mut replies = b"{\"status\":\"ok\"}\n\xff\xfe not json\n".to_vec();
+        replies.extend_from_slice(b"{\"status\":\"ok\"}\n");
+        let (addr, server) = replying(replies).await;
+        let mut conn = Connection::connect("127.0.0.1", addr.port(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut acks = Vec::new();
+        for _ in 0..3 {
+            acks.push(conn.next_ack().await.unwrap());
+        }
+        assert_eq!(acks[0], Ack::Ok);
+        assert!(matches!(&acks[1], Ack::Error(m) if m.starts_with("unreadable reply")));
+        assert_eq!(acks[2], Ack::Ok);
+        server.abort();
     }
 
     #[test]

@@ -105,8 +105,14 @@ impl Formatter {
 }
 
 /// A well-formed JSON text that is an object (cheap: nothing is built).
+///
+/// The UTF-8 check comes first: skipping a string with `IgnoredAny` does not
+/// validate its bytes, and logdist rejects a message that is not UTF-8. Such
+/// a line is wrapped like any other non-JSON line (lossily).
 fn is_json_object(line: &[u8]) -> bool {
-    line.first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
+    line.first() == Some(&b'{')
+        && std::str::from_utf8(line).is_ok()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
 }
 
 /// Splits `YYYY-MM-DD HH:MM:SS LEVEL message` (the message may be empty).
@@ -187,10 +193,24 @@ mod tests {
                 "{line}"
             );
         }
-        // Invalid UTF-8 is replaced, never dropped.
+        // Invalid UTF-8 is replaced (U+FFFD), never dropped: the message
+        // sent is always valid UTF-8.
         let out = f.format(b"caf\xe9").unwrap();
         let out: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(out["message"], "caf\u{fffd}");
+    }
+
+    #[test]
+    fn json_lines_with_invalid_utf8_are_wrapped() {
+        let f = Formatter::default();
+        // Well-formed JSON apart from the byte 0xe9 inside a string.
+        let out = f.format(b"{\"message\":\"caf\xe9\"}").unwrap();
+        let text = std::str::from_utf8(&out).expect("the message sent is UTF-8");
+        let out: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"level": "INFO", "message": "{\"message\":\"caf\u{fffd}\"}"})
+        );
     }
 
     #[test]

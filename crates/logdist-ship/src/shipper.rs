@@ -7,10 +7,20 @@
 //! * Lines sent but not acknowledged when the connection is lost are sent
 //!   again, first, on the next connection (at least once over a lost
 //!   connection: the server may have taken a line whose ack never came back).
+//! * A reply announcing that the server closes the connection (`...; closing
+//!   connection`, e.g. a frame over its `max_frame_bytes`) answers no line:
+//!   everything outstanding is resent on the next connection. When the same
+//!   line is at the front again, the lines are then sent one per frame,
+//!   uncompressed; if even that keeps failing, the run gives up (exit 1).
 //! * The checkpoint only moves over acknowledged lines, so a restart resumes
-//!   right after the last acknowledged line. It is written after each burst of
-//!   acks; a process killed (`kill -9`) between an ack's arrival and that write
-//!   resends those lines on restart.
+//!   right after the last acknowledged line. It is written at most every
+//!   `CHECKPOINT_INTERVAL` while acks arrive, and written and synced to disk
+//!   (file and directory) at every disconnect and at exit; a process killed
+//!   (`kill -9`) between an ack's arrival and the next write resends those
+//!   lines on restart.
+//! * Writing never hides a shutdown or an ack timeout: a write blocked by
+//!   backpressure is interrupted (cleanly, between two `write` calls, so the
+//!   stream stays in step) when either comes.
 //! * At most `window` lines are outstanding; the readers are at most the
 //!   channel capacity (`BATCH_SIZE`, or `BUFFER_SIZE` in resilient mode)
 //!   ahead: memory is bounded whatever the file size.
@@ -18,10 +28,12 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -47,6 +59,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const LAST_ACKS_GRACE: Duration = Duration::from_millis(200);
 /// Rejections logged one by one; later ones only count.
 const LOGGED_REJECTIONS: u64 = 100;
+/// Least time between two checkpoint writes while acks arrive (disconnects
+/// and exit always write, and sync).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// Connections closed by the server with the same line first in line before
+/// the lines are sent one per frame, uncompressed…
+const CLOSING_REDUCE_AFTER: u32 = 2;
+/// …and before giving up.
+const CLOSING_GIVE_UP_AFTER: u32 = 4;
+
+/// Bytes a message takes in a batch (before compression): the line and its `\n`.
+fn wire_len(message: &Bytes) -> usize {
+    message.len() + 1
+}
 
 /// What a run did; printed at the end, and its exit code.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,14 +88,20 @@ pub struct Summary {
     pub interrupted: bool,
     /// Stopped after `max_retries` failed connection attempts.
     pub gave_up: bool,
+    /// Stopped because the server kept closing the connection on the same
+    /// lines, even sent one per frame.
+    pub stuck: bool,
     pub duration: Duration,
 }
 
 impl Summary {
     /// 0 when every line read was acknowledged ok, else 1.
     pub fn exit_code(&self) -> u8 {
-        let clean =
-            self.rejected == 0 && self.undelivered == 0 && self.read_errors == 0 && !self.gave_up;
+        let clean = self.rejected == 0
+            && self.undelivered == 0
+            && self.read_errors == 0
+            && !self.gave_up
+            && !self.stuck;
         if clean { 0 } else { 1 }
     }
 }
@@ -95,6 +126,9 @@ impl fmt::Display for Summary {
         }
         if self.gave_up {
             write!(f, " (gave up connecting)")?;
+        }
+        if self.stuck {
+            write!(f, " (gave up: the server kept closing the connection)")?;
         }
         Ok(())
     }
@@ -135,10 +169,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
     let started = Instant::now();
     let files = sources::resolve(&config.log_files, config.mode).map_err(ShipError::Usage)?;
     let checkpoint = match &config.checkpoint {
-        Some(path) => Some((
-            path.clone(),
-            Checkpoint::load(path).map_err(|e| ShipError::Usage(e.to_string()))?,
-        )),
+        Some(path) => {
+            let (checkpoint, aside) =
+                Checkpoint::load_or_set_aside(path).map_err(|e| ShipError::Usage(e.to_string()))?;
+            if let Some(aside) = aside {
+                tracing::error!(
+                    path = %path.display(),
+                    kept_as = %aside.display(),
+                    "CHECKPOINT UNREADABLE (empty or torn, e.g. after a power loss): it was \
+                     moved aside and shipping starts over as if there were none; lines \
+                     already shipped will be sent again"
+                );
+            }
+            Some((path.clone(), checkpoint))
+        }
         None => None,
     };
     let keys: Vec<String> = files
@@ -219,7 +263,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         undelivered: (shipper.unsent.len() + shipper.inflight.len()) as u64,
         read_errors: shipper.read_errors,
         interrupted: outcome.interrupted,
-        gave_up: shipper.gave_up,
+        gave_up: shipper.gave_up && !shipper.stuck,
+        stuck: shipper.stuck,
         duration: started.elapsed(),
     })
 }
@@ -242,16 +287,36 @@ struct Outcome {
     interrupted: bool,
 }
 
+/// A batch being written: its lines are already in flight.
+struct Outgoing {
+    data: BytesMut,
+    written: usize,
+}
+
+/// How a bounded write ended.
+enum Write {
+    Done(io::Result<()>),
+    /// The shutdown future completed first.
+    Shutdown,
+    /// The stop or ack deadline passed first.
+    Blocked,
+}
+
 struct Shipper {
     config: Config,
     keys: Vec<String>,
     checkpoint: Option<(PathBuf, Checkpoint)>,
+    /// Changed since last written.
     checkpoint_dirty: bool,
+    /// Written since last synced to disk.
+    checkpoint_unsynced: bool,
+    checkpoint_written: Option<Instant>,
     health: Health,
     metrics: Metrics,
     unsent: VecDeque<Unsent>,
     inflight: VecDeque<Pending>,
     inflight_bytes: usize,
+    out: Option<Outgoing>,
     window: usize,
     conn: Option<Connection>,
     connected_before: bool,
@@ -259,6 +324,14 @@ struct Shipper {
     backoff: Backoff,
     next_attempt: Instant,
     gave_up: bool,
+    /// Gave up because the server kept closing the connection.
+    stuck: bool,
+    /// Connections the server closed in a row with the same line (file,
+    /// end offset) first among the outstanding ones.
+    closing_streak: u32,
+    closing_front: Option<(usize, u64)>,
+    /// Lines still to be sent one per frame, uncompressed.
+    reduced: usize,
     batch_seq: u64,
     last_progress: Instant,
     read_errors: u64,
@@ -279,16 +352,23 @@ impl Shipper {
             keys,
             checkpoint,
             checkpoint_dirty: false,
+            checkpoint_unsynced: false,
+            checkpoint_written: None,
             health,
             metrics: Metrics::default(),
             unsent: VecDeque::new(),
             inflight: VecDeque::new(),
             inflight_bytes: 0,
+            out: None,
             conn: None,
             connected_before: false,
             acked_since_connect: false,
             next_attempt: now,
             gave_up: false,
+            stuck: false,
+            closing_streak: 0,
+            closing_front: None,
+            reduced: 0,
             batch_seq: 0,
             last_progress: now,
             read_errors: 0,
@@ -357,26 +437,68 @@ impl Shipper {
             if self.gave_up {
                 break;
             }
-            if self.conn.is_some()
-                && let Err(error) = self.send_batches().await
-            {
-                self.disconnect(&format!("write failed: {error}"), true)
-                    .await;
-                continue;
+            if self.conn.is_some() {
+                // Bounded: a write blocked by backpressure must not hide the
+                // shutdown, the shutdown timeout or the ack timeout.
+                let now = Instant::now();
+                let ack_deadline = (ack_timeout > Duration::ZERO).then(|| {
+                    if self.inflight.is_empty() {
+                        now + ack_timeout
+                    } else {
+                        self.last_progress + ack_timeout
+                    }
+                });
+                let deadline = stop_deadline.into_iter().chain(ack_deadline).min();
+                let write = tokio::select! {
+                    biased;
+                    _ = &mut shutdown, if stop_deadline.is_none() => Write::Shutdown,
+                    _ = sleep_until_opt(deadline) => Write::Blocked,
+                    result = self.send_batches() => Write::Done(result),
+                };
+                match write {
+                    Write::Done(Ok(())) => {}
+                    Write::Done(Err(error)) => {
+                        self.disconnect(&format!("write failed: {error}"), true)
+                            .await;
+                        continue;
+                    }
+                    Write::Shutdown => {
+                        stop_deadline = Some(self.begin_stop(stop, &mut rx));
+                        reading = false;
+                        continue;
+                    }
+                    Write::Blocked => {
+                        if stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                            tracing::warn!(
+                                outstanding = self.unsent.len() + self.inflight.len(),
+                                "shutdown timeout (while writing): exiting with lines not acknowledged"
+                            );
+                            break;
+                        }
+                        // Acks may have come while the write was blocked.
+                        let before = self.last_progress;
+                        self.take_acks().await;
+                        if self.conn.is_some() && self.last_progress == before {
+                            self.disconnect(
+                                &format!("no ack for {ack_timeout:?} (write blocked)"),
+                                false,
+                            )
+                            .await;
+                        }
+                        continue;
+                    }
+                }
             }
             if !self.has_work() && (!reading || stop_deadline.is_some()) {
                 break;
             }
             let reconnect_at = self.next_attempt;
             let ack_deadline = self.last_progress + ack_timeout;
+            let checkpoint_due = self.checkpoint_due();
             tokio::select! {
                 biased;
                 _ = &mut shutdown, if stop_deadline.is_none() => {
-                    tracing::info!(outstanding = self.unsent.len() + self.inflight.len(),
-                        "stopping: no more reading, waiting for outstanding acks");
-                    stop_deadline = Some(Instant::now() + self.config.shutdown_timeout);
-                    stop.stop();
-                    rx.close();
+                    stop_deadline = Some(self.begin_stop(stop, &mut rx));
                     reading = false;
                 }
                 _ = sleep_until_opt(stop_deadline) => {
@@ -386,11 +508,11 @@ impl Shipper {
                 }
                 ack = next_ack(&mut self.conn) => match ack {
                     Some(ack) => {
-                        self.on_ack(ack);
-                        while let Some(ack) = self.conn.as_mut().and_then(Connection::try_ack) {
-                            self.on_ack(ack);
+                        if let Some(message) = self.on_ack(ack) {
+                            self.server_closing(&message).await;
+                        } else {
+                            self.take_acks().await;
                         }
-                        self.save_checkpoint(false);
                     }
                     None => self.disconnect("connection closed by the server", false).await,
                 },
@@ -404,6 +526,7 @@ impl Shipper {
                     if ack_timeout > Duration::ZERO && self.conn.is_some() && !self.inflight.is_empty() => {
                     self.disconnect(&format!("no ack for {ack_timeout:?}"), false).await;
                 }
+                _ = sleep_until_opt(checkpoint_due) => self.save_checkpoint(false),
                 _ = metrics_tick.tick(), if metrics_on => {
                     let line = self.metrics.report(rx.len(), rx.max_capacity(), self.health.get());
                     tracing::info!("{line}");
@@ -413,6 +536,28 @@ impl Shipper {
         Outcome {
             interrupted: stop_deadline.is_some(),
         }
+    }
+
+    /// Stops reading on a shutdown request; returns the shutdown deadline.
+    fn begin_stop(&self, stop: &StopFlag, rx: &mut mpsc::Receiver<Event>) -> Instant {
+        tracing::info!(
+            outstanding = self.unsent.len() + self.inflight.len(),
+            "stopping: no more reading, waiting for outstanding acks"
+        );
+        stop.stop();
+        rx.close();
+        Instant::now() + self.config.shutdown_timeout
+    }
+
+    /// Takes every ack already received, then writes the checkpoint (when due).
+    async fn take_acks(&mut self) {
+        while let Some(ack) = self.conn.as_mut().and_then(Connection::try_ack) {
+            if let Some(message) = self.on_ack(ack) {
+                self.server_closing(&message).await;
+                return;
+            }
+        }
+        self.save_checkpoint(false);
     }
 
     async fn try_connect(&mut self) {
@@ -451,54 +596,88 @@ impl Shipper {
     }
 
     /// Writes batches while there are lines to send and the window allows.
-    async fn send_batches(&mut self) -> std::io::Result<()> {
-        while !self.unsent.is_empty()
-            && self.inflight.len() < self.window
-            && self.inflight_bytes < WINDOW_BYTES
-        {
-            let room = (self.window - self.inflight.len()).min(self.config.batch_size);
-            let mut count = 0;
-            let mut bytes = 0;
-            for u in self.unsent.iter().take(room) {
-                if count > 0 && bytes + u.line.message.len() + 1 > MAX_BATCH_BYTES {
-                    break;
+    ///
+    /// Cancel safe: a batch's lines go in flight when its encoding is made,
+    /// and what is left of it to write is kept, so dropping this future
+    /// between (or during) `write` calls loses nothing and leaves the stream
+    /// in step; the next call goes on where this one stopped.
+    async fn send_batches(&mut self) -> io::Result<()> {
+        loop {
+            if let Some(out) = &mut self.out {
+                let conn = self.conn.as_mut().expect("connected");
+                while out.written < out.data.len() {
+                    out.written += conn.write(&out.data[out.written..]).await?;
                 }
-                bytes += u.line.message.len() + 1;
-                count += 1;
+                self.out = None;
             }
-            let encoded = encode_batch(
-                self.unsent.iter().take(count).map(|u| &u.line.message),
-                self.config.compress,
-            );
-            let conn = self.conn.as_mut().expect("connected");
-            conn.send(&encoded).await?;
-            let now = Instant::now();
-            self.batch_seq += 1;
-            let mut resent = 0;
-            for u in self.unsent.drain(..count) {
-                resent += u64::from(u.sent_before);
-                self.inflight_bytes += u.line.message.len() + 1;
-                self.inflight.push_back(Pending {
-                    line: u.line,
-                    batch: self.batch_seq,
-                    sent_at: now,
-                });
-            }
-            if resent > 0 {
-                self.metrics.resent(resent);
-            }
-            if self.inflight.len() == count {
-                // Nothing was outstanding: the ack clock starts now.
-                self.last_progress = now;
+            if !self.next_batch() {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
-    fn on_ack(&mut self, ack: Ack) {
+    /// Encodes the next batch into `out` and puts its lines in flight;
+    /// `false` when there is nothing to send or the window is full.
+    fn next_batch(&mut self) -> bool {
+        if self.unsent.is_empty()
+            || self.inflight.len() >= self.window
+            || self.inflight_bytes >= WINDOW_BYTES
+        {
+            return false;
+        }
+        let reduced = self.reduced > 0;
+        let room = if reduced {
+            1
+        } else {
+            (self.window - self.inflight.len()).min(self.config.batch_size)
+        };
+        let mut count = 0;
+        let mut bytes = 0;
+        for u in self.unsent.iter().take(room) {
+            let len = wire_len(&u.line.message);
+            if count > 0 && bytes + len > MAX_BATCH_BYTES {
+                break;
+            }
+            bytes += len;
+            count += 1;
+        }
+        let data = encode_batch(
+            self.unsent.iter().take(count).map(|u| &u.line.message),
+            self.config.compress && !reduced,
+        );
+        let now = Instant::now();
+        if self.inflight.is_empty() {
+            // Nothing was outstanding: the ack clock starts now.
+            self.last_progress = now;
+        }
+        self.batch_seq += 1;
+        let mut resent = 0;
+        for u in self.unsent.drain(..count) {
+            resent += u64::from(u.sent_before);
+            self.inflight_bytes += wire_len(&u.line.message);
+            self.inflight.push_back(Pending {
+                line: u.line,
+                batch: self.batch_seq,
+                sent_at: now,
+            });
+        }
+        if resent > 0 {
+            self.metrics.resent(resent);
+        }
+        self.out = Some(Outgoing { data, written: 0 });
+        true
+    }
+
+    /// Takes one reply off the outstanding lines. Returns the server's
+    /// message when it announces closing the connection: then no line was
+    /// taken (the caller disconnects, and they are all resent).
+    fn on_ack(&mut self, ack: Ack) -> Option<String> {
+        if let Ack::Closing(message) = ack {
+            return Some(message);
+        }
         let Some(first) = self.inflight.pop_front() else {
             tracing::warn!(?ack, "reply with no message outstanding: ignored");
-            return;
+            return None;
         };
         let mut done = vec![first];
         if self.config.compress && ack.rejects_whole_frame() {
@@ -511,8 +690,9 @@ impl Shipper {
         self.last_progress = now;
         self.acked_since_connect = true;
         self.backoff.reset();
+        self.reduced = self.reduced.saturating_sub(done.len());
         for pending in done {
-            self.inflight_bytes -= pending.line.message.len() + 1;
+            self.inflight_bytes -= wire_len(&pending.line.message);
             let ok = ack == Ack::Ok;
             self.metrics.acked(ok, now - pending.sent_at);
             if let Ack::Error(reason) = &ack {
@@ -534,6 +714,50 @@ impl Shipper {
                 self.checkpoint_dirty = true;
             }
         }
+        None
+    }
+
+    /// The server said it closes the connection: nothing outstanding was
+    /// answered. Reconnect and resend; when the same line keeps being first
+    /// in line, send one line per frame uncompressed, then give up.
+    async fn server_closing(&mut self, message: &str) {
+        let front = self.inflight.front().map(|p| (p.line.source, p.line.end));
+        if front.is_some() && front == self.closing_front {
+            self.closing_streak += 1;
+        } else {
+            self.closing_streak = 1;
+        }
+        self.closing_front = front;
+        // The server is there and answering: reconnect at once (the streak,
+        // not max_retries, bounds this).
+        self.acked_since_connect = true;
+        self.disconnect(
+            &format!("the server is closing the connection: {message}"),
+            false,
+        )
+        .await;
+        if self.closing_streak >= CLOSING_GIVE_UP_AFTER {
+            tracing::error!(
+                message,
+                attempts = self.closing_streak,
+                "the server keeps closing the connection on the same lines, even sent one \
+                 per frame uncompressed: giving up"
+            );
+            self.gave_up = true;
+            self.stuck = true;
+        } else if self.closing_streak >= CLOSING_REDUCE_AFTER {
+            self.reduced = self
+                .unsent
+                .iter()
+                .take_while(|u| u.sent_before)
+                .count()
+                .max(1);
+            tracing::warn!(
+                lines = self.reduced,
+                "the server closed the connection again on the same lines: sending them one \
+                 per frame, uncompressed"
+            );
+        }
     }
 
     /// Drops the connection: acks it already delivered are taken (briefly
@@ -541,6 +765,7 @@ impl Shipper {
     /// back to the front of the queue, to be sent again.
     async fn disconnect(&mut self, reason: &str, drain: bool) {
         if let Some(mut conn) = self.conn.take() {
+            // A reply announcing the close takes no line: ignored here.
             while let Some(ack) = conn.try_ack() {
                 self.on_ack(ack);
             }
@@ -551,7 +776,10 @@ impl Shipper {
                 }
             }
         }
-        self.save_checkpoint(false);
+        // The rest of a batch being written is dropped: its lines are in
+        // flight and go back to the queue below.
+        self.out = None;
+        self.save_checkpoint(true);
         let outstanding = self.inflight.len();
         tracing::warn!(
             reason,
@@ -559,7 +787,7 @@ impl Shipper {
             "connection lost: will resend what was not acknowledged"
         );
         while let Some(p) = self.inflight.pop_back() {
-            self.inflight_bytes -= p.line.message.len() + 1;
+            self.inflight_bytes -= wire_len(&p.line.message);
             self.unsent.push_front(Unsent {
                 line: p.line,
                 sent_before: true,
@@ -573,19 +801,45 @@ impl Shipper {
         }
     }
 
+    /// When the debounced checkpoint write is due (`None`: nothing to write).
+    fn checkpoint_due(&self) -> Option<Instant> {
+        if self.checkpoint.is_none() || !self.checkpoint_dirty {
+            return None;
+        }
+        Some(
+            self.checkpoint_written
+                .map_or_else(Instant::now, |at| at + CHECKPOINT_INTERVAL),
+        )
+    }
+
+    /// Writes the checkpoint: without `sync`, only when it changed and the
+    /// last write is `CHECKPOINT_INTERVAL` old; with `sync`, whenever it
+    /// changed or was written without a sync since, then syncs the file and
+    /// its directory.
     fn save_checkpoint(&mut self, sync: bool) {
-        if !self.checkpoint_dirty && !sync {
+        let Some((path, checkpoint)) = &self.checkpoint else {
+            return;
+        };
+        let now = Instant::now();
+        let due = if sync {
+            self.checkpoint_dirty || self.checkpoint_unsynced
+        } else {
+            self.checkpoint_dirty
+                && self
+                    .checkpoint_written
+                    .is_none_or(|at| now >= at + CHECKPOINT_INTERVAL)
+        };
+        if !due {
             return;
         }
-        if let Some((path, checkpoint)) = &self.checkpoint {
-            if !self.checkpoint_dirty {
-                return;
+        match checkpoint.save(path, sync) {
+            Ok(()) => {
+                self.checkpoint_dirty = false;
+                self.checkpoint_unsynced = !sync;
+                self.checkpoint_written = Some(now);
             }
-            match checkpoint.save(path, sync) {
-                Ok(()) => self.checkpoint_dirty = false,
-                Err(error) => {
-                    tracing::error!(path = %path.display(), %error, "cannot write the checkpoint")
-                }
+            Err(error) => {
+                tracing::error!(path = %path.display(), %error, "cannot write the checkpoint")
             }
         }
     }

@@ -167,27 +167,205 @@ async fn error_replies_count_as_rejected_and_are_not_resent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_error_reply_for_a_gzip_frame_rejects_the_whole_frame() {
-    let server = FakeServer::start(Arc::new(|_, _, _| Some(Reply::Ok))).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.log");
     let mut lines = log_lines("frame", 0, 20);
     lines[12] = "2024-01-15 08:00:00 ERROR BADFRAME".into();
     append(&file, &lines);
-    let mut config = ship_config(&[&file], server.addr);
+    // Nothing listens at first: the reader has queued the whole file by the
+    // time the server accepts, so the frames are exactly lines 0-4, 5-9,
+    // 10-14 and 15-19.
+    let addr = free_port().await;
+    let mut config = ship_config(&[&file], addr);
     config.compress = true;
     config.batch_size = 5;
-    // Frames of up to five lines (how many depends on how far the reader is ahead).
     config.resilient = true;
     config.max_retries = 0;
-    let summary = within("run", logdist_ship::run(config, std::future::pending()))
-        .await
-        .unwrap();
-    // The frame holding line 12 is rejected as a whole: one reply, several lines;
+    let (_stop, shipper) = spawn_shipper(config);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = FakeServer::serve(
+        TcpListener::bind(addr).await.unwrap(),
+        Arc::new(|_, _, _| Some(Reply::Ok)),
+    );
+    let summary = within("shipper", shipper).await.unwrap().unwrap();
+    // The frame holding line 12 is rejected as a whole: one reply, five lines;
     // the shipper stays in step and the other frames are acked.
     assert_eq!(summary.rejected + summary.shipped, 20, "{summary}");
-    assert!(summary.rejected >= 1, "{summary}");
+    assert!(summary.rejected >= 2, "{summary}");
+    assert_eq!(summary.rejected, 5, "{summary}");
     let rejected: Vec<_> = server.seen().into_iter().filter(|s| !s.acked_ok).collect();
     assert_eq!(rejected.len() as u64, summary.rejected, "{rejected:?}");
     assert!(rejected.iter().any(|s| s.line.contains("BADFRAME")));
     assert_eq!(summary.exit_code(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_reply_takes_no_line_and_everything_is_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = lines_file(&dir, 100);
+    for compress in [false, true] {
+        // The first connection acks 3 lines, then announces it closes.
+        let server = FakeServer::start(Arc::new(|conn, n, _| {
+            Some(if conn == 0 && n == 3 {
+                Reply::Closing
+            } else {
+                Reply::Ok
+            })
+        }))
+        .await;
+        let cp = dir.path().join(format!("cp-{compress}"));
+        let mut config = ship_config(&[&file], server.addr);
+        config.batch_size = 10;
+        config.compress = compress;
+        config.checkpoint = Some(cp.clone());
+        let summary = within("run", logdist_ship::run(config, std::future::pending()))
+            .await
+            .unwrap();
+        // Nothing counted as rejected, nothing lost: every line acked once.
+        assert_eq!((summary.rejected, summary.shipped), (0, 100), "{summary}");
+        assert_eq!(summary.exit_code(), 0, "{summary}");
+        assert!(summary.resent > 0, "{summary}");
+        assert_exactly_once(&server.acked_ok(), &want);
+        let size = std::fs::metadata(&file).unwrap().len();
+        let checkpoint = std::fs::read_to_string(&cp).unwrap();
+        assert!(
+            checkpoint.contains(&format!("\"offset\":{size}")),
+            "{checkpoint}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_closing_replies_reduce_the_batch_then_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = lines_file(&dir, 60);
+    // Twice in a row the server closes on the first line; the third connection
+    // (lines now one per frame, uncompressed) is served.
+    let server = FakeServer::start(Arc::new(|conn, n, _| {
+        Some(if conn < 2 && n == 0 {
+            Reply::Closing
+        } else {
+            Reply::Ok
+        })
+    }))
+    .await;
+    let mut config = ship_config(&[&file], server.addr);
+    config.batch_size = 10;
+    config.compress = true;
+    let summary = within("run", logdist_ship::run(config, std::future::pending()))
+        .await
+        .unwrap();
+    assert_eq!(summary.exit_code(), 0, "{summary}");
+    assert_eq!((summary.rejected, summary.shipped), (0, 60), "{summary}");
+    assert_exactly_once(&server.acked_ok(), &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_keeps_closing_on_the_same_line_makes_the_run_give_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.log");
+    let mut lines = log_lines("stuck", 0, 30);
+    lines[5] = "POISON".into();
+    append(&file, &lines);
+    let server = FakeServer::start(Arc::new(|_, _, line| {
+        Some(if line.contains("POISON") {
+            Reply::Closing
+        } else {
+            Reply::Ok
+        })
+    }))
+    .await;
+    let mut config = ship_config(&[&file], server.addr);
+    config.batch_size = 10;
+    config.compress = true;
+    config.resilient = true;
+    config.max_retries = 0; // would retry connecting forever
+    let summary = within("run", logdist_ship::run(config, std::future::pending()))
+        .await
+        .unwrap();
+    assert!(summary.stuck, "{summary}");
+    assert_eq!(summary.exit_code(), 1);
+    assert_eq!(summary.rejected, 0, "{summary}");
+    assert!(summary.undelivered >= 1, "{summary}");
+    assert!(summary.to_string().contains("kept closing"), "{summary}");
+    // The lines before it were delivered; the poisoned one never counted.
+    assert_eq!(summary.shipped, 5, "{summary}");
+    assert!(server.acked_ok().iter().all(|l| !l.contains("POISON")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_seen_while_a_write_is_blocked() {
+    // A server that accepts and never reads: the shipper's writes block.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.log");
+    // 25 MB: more than the window (16 MiB) and far more than socket buffers.
+    let line = format!("2024-01-15 08:00:00 INFO {}", "x".repeat(100_000));
+    append(&file, &vec![line; 250]);
+    let mut config = ship_config(&[&file], addr);
+    config.batch_size = 200;
+    config.shutdown_timeout = Duration::from_millis(300);
+    let (stop, shipper) = spawn_shipper(config);
+    let (_stream, _) = within("accept", listener.accept()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!shipper.is_finished());
+    let asked = tokio::time::Instant::now();
+    stop.send(()).unwrap();
+    let summary = within("shipper", shipper).await.unwrap().unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(summary.interrupted, "{summary}");
+    assert_eq!(summary.shipped, 0);
+    assert!(summary.undelivered > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_timeout_fires_while_a_write_is_blocked() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.log");
+    let line = format!("2024-01-15 08:00:00 INFO {}", "y".repeat(100_000));
+    append(&file, &vec![line; 250]);
+    let mut config = ship_config(&[&file], addr);
+    config.batch_size = 200;
+    config.ack_timeout = Duration::from_millis(300);
+    let (_stop, shipper) = spawn_shipper(config);
+    // The first connection never reads; the shipper must give it up and
+    // connect again.
+    let (_first, _) = within("accept", listener.accept()).await.unwrap();
+    let (_second, _) = within("second connection", listener.accept())
+        .await
+        .unwrap();
+    shipper.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_checkpoint_is_set_aside_and_shipping_starts_over() {
+    let server = FakeServer::start(Arc::new(|_, _, _| Some(Reply::Ok))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = lines_file(&dir, 50);
+    let cp = dir.path().join("cp");
+    std::fs::write(&cp, "").unwrap(); // e.g. what a power loss left
+    let mut config = ship_config(&[&file], server.addr);
+    config.checkpoint = Some(cp.clone());
+    let summary = within("run", logdist_ship::run(config, std::future::pending()))
+        .await
+        .unwrap();
+    assert_eq!(summary.exit_code(), 0, "{summary}");
+    assert_exactly_once(&server.acked_ok(), &want);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("cp.corrupt")).unwrap(),
+        ""
+    );
+    let size = std::fs::metadata(&file).unwrap().len();
+    let checkpoint = std::fs::read_to_string(&cp).unwrap();
+    assert!(
+        checkpoint.contains(&format!("\"offset\":{size}")),
+        "{checkpoint}"
+    );
 }

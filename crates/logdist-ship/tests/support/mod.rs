@@ -307,6 +307,10 @@ pub fn spawn_shipper(
 pub enum Reply {
     Ok,
     Error,
+    /// Answer as logdist does before dropping a connection (a frame over
+    /// its `max_frame_bytes`): one error reply ending in "closing
+    /// connection", then close. The line is not recorded as seen.
+    Closing,
 }
 
 /// One message as the fake server saw it: the NDJSON line, which
@@ -455,6 +459,16 @@ async fn fake_connection(
                                 connection,
                                 acked_ok: false,
                             });
+                        }
+                        Some(Reply::Closing) => {
+                            replies.push_str(
+                                "{\"status\":\"error\",\"message\":\"binary frame length 99999999 \
+                                 outside 5..=1048576; closing connection\"}\n",
+                            );
+                            let _ = write.write_all(replies.as_bytes()).await;
+                            let _ = write.shutdown().await;
+                            while matches!(read.read(&mut chunk).await, Ok(n) if n > 0) {}
+                            return;
                         }
                         None => {
                             let _ = write.write_all(replies.as_bytes()).await;
