@@ -64,7 +64,12 @@ pub enum ReloadError {
 }
 
 impl Reloader {
+    /// Lists the config's static analyzers in the directory at once (unhealthy
+    /// until reached), so they show before their links start.
     pub fn new(shared: Arc<Shared>, config: Config) -> Self {
+        for analyzer in &config.analyzers.statics {
+            list(&shared, analyzer);
+        }
         Reloader {
             shared,
             tasks: TaskTracker::new(),
@@ -88,6 +93,7 @@ impl Reloader {
     }
 
     fn start(&self, state: &mut State, config: StaticAnalyzerConfig) {
+        list(&self.shared, &config);
         let removed = CancellationToken::new();
         let task = self.tasks.spawn(analyzer::run_static(
             config.clone(),
@@ -135,6 +141,7 @@ impl Reloader {
         for id in running {
             if !wanted.contains_key(id.as_str()) {
                 self.stop(&mut state, &id).await;
+                self.shared.directory.forget(&id);
                 summary.removed.push(id);
             }
         }
@@ -147,6 +154,12 @@ impl Reloader {
                 }
                 Some(old) if !same_link(&old, new) => {
                     self.stop(&mut state, id).await;
+                    // Draining set its weight to 0; the new link starts with
+                    // the configured one (its counters and override stay).
+                    let _ = self
+                        .shared
+                        .directory
+                        .set_weight(id, new.weight, "config reloaded");
                     self.start(&mut state, new.clone());
                     summary.restarted.push(id.to_string());
                 }
@@ -176,6 +189,14 @@ impl Reloader {
 /// Whether two static analyzer configs differ only in weight (or not at all).
 fn same_link(a: &StaticAnalyzerConfig, b: &StaticAnalyzerConfig) -> bool {
     a.address == b.address && a.format == b.format && a.acks == b.acks
+}
+
+/// Lists a static analyzer in the directory (a no-op if it is listed).
+fn list(shared: &Shared, analyzer: &StaticAnalyzerConfig) {
+    let id: Arc<str> = Arc::from(analyzer.id.as_str());
+    shared
+        .directory
+        .add_static(&id, &analyzer.address, analyzer.weight);
 }
 
 /// The sections of `new` that differ from `old` and only apply at startup.

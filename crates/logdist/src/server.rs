@@ -114,13 +114,6 @@ impl Server {
         let priorities =
             PriorityTable::new(config.priorities.levels.clone(), config.priorities.default);
         let directory = Directory::new(stats.clone(), router.clone());
-        for analyzer in &config.analyzers.statics {
-            directory.add_static(
-                &Arc::from(analyzer.id.as_str()),
-                &analyzer.address,
-                analyzer.weight,
-            );
-        }
         let shared = Arc::new(Shared {
             router,
             directory,

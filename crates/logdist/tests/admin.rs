@@ -345,6 +345,13 @@ async fn dead_letters_are_listed_newest_first_with_pages() {
     assert_eq!(messages, ["lost-3", "lost-2"]);
     let (status, _) = get(&server, "/api/v1/dead-letter?limit=100000").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A query that does not parse is answered in JSON too.
+    let (status, error) = get(&server, "/api/v1/dead-letter?limit=abc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error"].as_str().unwrap().contains("limit"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -38,8 +39,10 @@ pub(super) struct DeadLetterPage {
 
 pub(super) async fn list(
     State(admin): AppState,
-    Query(page): Query<Page>,
+    page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
+    // axum's own rejection is plain text; this API answers errors in JSON.
+    let Query(page) = page.map_err(|err| ApiError::bad_request(err.body_text()))?;
     let limit = page.limit.unwrap_or(DEFAULT_LIMIT);
     if limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!(

@@ -24,21 +24,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keeps one static analyzer connected until shutdown stops reconnecting
 /// (`stop_accepting`; a live session drains as any other), or until `removed`
-/// is cancelled by a reload that took it out of the config, which also ends
-/// a live session at once and forgets the analyzer.
+/// is cancelled by a reload, which drains a live session first. The analyzer
+/// must be listed in the directory; the reloader lists and forgets it.
 pub async fn run_static(
     config: StaticAnalyzerConfig,
     shared: Arc<Shared>,
     removed: CancellationToken,
 ) {
     let id: Arc<str> = Arc::from(config.id.as_str());
-    shared
-        .directory
-        .add_static(&id, &config.address, config.weight);
     keep_connected(&config, &id, &shared, &removed).await;
-    if removed.is_cancelled() {
-        shared.directory.forget(&id);
-    }
 }
 
 async fn keep_connected(
