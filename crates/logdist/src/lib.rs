@@ -1,26 +1,26 @@
-//! The logdist distributor: listeners, analyzer sessions, delivery and shutdown,
-//! around the wire codecs of `logdist-wire` and the routing core of `logdist-router`.
+//! The logdist distributor, around the wire codecs of `logdist-wire` and the
+//! routing core of `logdist-router`. Folders follow the data path:
 //!
-//! Data path: [`emitter`] connection (read, decode) → router (weighted pick,
-//! priority queue) → [`analyzer`] session (strict-priority writer, in-flight
-//! window, acks) → analyzer socket; failures go through [`delivery`] again or to
-//! the [`dead_letter`] file.
+//! - [`ingest`]: emitter listeners and connections (read, decode, route,
+//!   acknowledge) and HTTP ingest;
+//! - [`delivery`]: analyzer sessions (strict-priority writer, in-flight
+//!   window, acks), static analyzer links, redelivery, holding, the
+//!   dead-letter file and its replay;
+//! - [`control`]: the admin HTTP API, Prometheus metrics, the CSV export and
+//!   config reload.
 //!
-//! Operators get the [`admin`] HTTP API, Prometheus [`metrics`], the
-//! [`metrics_csv`] export and config [`reload`] on SIGHUP.
+//! Below them: [`config`], [`stats`], [`shutdown`], [`accept`] and
+//! [`api_error`], which import none of the stages. Above them: [`server`],
+//! which wires the stages together, and [`cli`]. ARCHITECTURE.md at the
+//! repository root has the map and the invariants.
 
-pub mod admin;
-pub mod analyzer;
+pub mod accept;
+pub mod api_error;
 pub mod cli;
 pub mod config;
-pub mod dead_letter;
+pub mod control;
 pub mod delivery;
-pub mod emitter;
-pub mod holding;
-pub mod metrics;
-pub mod metrics_csv;
-pub mod reload;
-pub mod replay;
+pub mod ingest;
 pub mod server;
 pub mod shutdown;
 pub mod stats;

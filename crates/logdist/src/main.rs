@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use logdist::cli::{Cli, Command, DeadLetterCommand, ReplayArgs, ServeArgs};
-use logdist::reload::ReloadHandle;
+use logdist::control::reload::ReloadHandle;
 use logdist::server::write_ready_file;
 use logdist::{Config, Server};
 use tracing_subscriber::EnvFilter;
@@ -54,7 +54,7 @@ fn with_runtime(worker_threads: usize, job: impl Future<Output = ExitCode>) -> E
 }
 
 async fn replay(args: ReplayArgs) -> ExitCode {
-    match logdist::replay::replay(&args.file, &args.target, args.timeout).await {
+    match logdist::delivery::replay::replay(&args.file, &args.target, args.timeout).await {
         Ok(report) => {
             println!(
                 "replayed {} dead letters from {}; {} kept in the file",

@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use logdist::analyzer::directory::Health;
+use logdist::delivery::directory::Health;
 use support::{
     SeedAnalyzer, TestServer, accept_static, connect, emit, frames, free_port, rebind, within,
 };
@@ -34,7 +34,6 @@ fn static_analyzer(
 
 fn health(server: &TestServer, id: &str) -> Option<Health> {
     server
-        .shared
         .directory
         .snapshot()
         .into_iter()
@@ -111,7 +110,7 @@ async fn static_analyzer_killed_and_restarted_mid_stream_loses_nothing() {
     server
         .wait_for("all delivered", |s| s.delivered == 1_000)
         .await;
-    let record = server.shared.directory.snapshot().remove(0);
+    let record = server.directory.snapshot().remove(0);
     assert_eq!(
         (record.health, record.failures, record.delivered),
         (Health::Healthy, 1, 1_000)
@@ -316,7 +315,7 @@ async fn probe_failure_marks_a_static_analyzer_unhealthy() {
     );
     server.wait_analyzers(0).await;
     assert_eq!(health(&server, "s1"), Some(Health::Unhealthy));
-    let record = server.shared.directory.snapshot().remove(0);
+    let record = server.directory.snapshot().remove(0);
     assert!(record.last_error.unwrap().contains("probe"));
     server.shutdown().await;
 }
@@ -348,12 +347,12 @@ async fn replay_sends_dead_letters_back_with_their_priorities() {
     let mut analyzer = SeedAnalyzer::connect(&second, 1.0).await;
     second.wait_analyzers(1).await;
     let target = second.acked_emitters.to_string();
-    let report = logdist::replay::replay(&file, &target, Duration::from_secs(10))
+    let report = logdist::delivery::replay::replay(&file, &target, Duration::from_secs(10))
         .await
         .unwrap();
     assert_eq!(
         report,
-        logdist::replay::ReplayReport {
+        logdist::delivery::replay::ReplayReport {
             replayed: 22,
             kept: 0
         }
@@ -396,12 +395,13 @@ async fn replay_keeps_what_it_could_not_send() {
     let records = "{\"message\":\"a\",\"origin\":\"frame\",\"priority\":1,\"attempts\":4,\"final_error\":\"x\",\"failed_at\":\"t\"}\nnot a record\n";
     std::fs::write(&file, records).unwrap();
     // Nothing listens there.
-    let report = logdist::replay::replay(&file, &free_port().to_string(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let report =
+        logdist::delivery::replay::replay(&file, &free_port().to_string(), Duration::from_secs(5))
+            .await
+            .unwrap();
     assert_eq!(
         report,
-        logdist::replay::ReplayReport {
+        logdist::delivery::replay::ReplayReport {
             replayed: 0,
             kept: 2
         }
@@ -461,13 +461,16 @@ async fn replay_leaves_a_half_written_last_record_whole() {
     let server = TestServer::start().await;
     let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
     server.wait_analyzers(1).await;
-    let report =
-        logdist::replay::replay(&file, &server.emitters.to_string(), Duration::from_secs(10))
-            .await
-            .unwrap();
+    let report = logdist::delivery::replay::replay(
+        &file,
+        &server.emitters.to_string(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         report,
-        logdist::replay::ReplayReport {
+        logdist::delivery::replay::ReplayReport {
             replayed: 1,
             kept: 1
         }

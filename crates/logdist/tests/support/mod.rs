@@ -43,8 +43,8 @@ pub struct TestServer {
     pub admin: String,
     pub stats: Arc<Stats>,
     pub router: Arc<Router>,
-    pub shared: Arc<logdist::server::Shared>,
-    pub reload: logdist::reload::ReloadHandle,
+    pub directory: Arc<logdist::delivery::directory::Directory>,
+    pub reload: logdist::control::reload::ReloadHandle,
     /// The config it started with, for reload tests to edit.
     pub config: Config,
     pub dead_letter_path: PathBuf,
@@ -89,7 +89,7 @@ impl TestServer {
         let addresses = server.addresses();
         let stats = server.stats();
         let router = server.router();
-        let shared = server.shared();
+        let directory = server.directory();
         let reload = server.reload_handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.run(async {
@@ -104,7 +104,7 @@ impl TestServer {
                 .map_or_else(String::new, |a| format!("http://{a}")),
             stats,
             router,
-            shared,
+            directory,
             reload,
             config: config.clone(),
             dead_letter_path: config.delivery.dead_letter_path.clone(),

@@ -6,7 +6,7 @@ use logdist_router::{Cursor, Envelope, Router};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::dead_letter::DeadLetters;
+use super::dead_letter::{DeadLetters, SHUTDOWN_ERROR};
 use crate::stats::Stats;
 
 /// Where messages go when an analyzer connection fails with them queued or unacked.
@@ -19,9 +19,6 @@ pub struct Redelivery {
     tasks: TaskTracker,
     hard_stop: CancellationToken,
 }
-
-/// Final error recorded for messages still held when the grace period ends.
-pub const SHUTDOWN_ERROR: &str = "shutdown";
 
 impl Redelivery {
     pub fn new(
@@ -88,11 +85,6 @@ impl Redelivery {
                 }
             }
         });
-    }
-
-    /// Sends `env` straight to the dead-letter file.
-    pub fn dead_letter(&self, env: Envelope, error: Arc<str>) {
-        self.dead_letters.send(env, error);
     }
 
     /// Waits until every hand-back has been rerouted or dead-lettered.

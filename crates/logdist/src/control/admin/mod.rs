@@ -9,78 +9,70 @@
 mod analyzers;
 mod dead_letter;
 mod health;
-mod logs;
 mod stats;
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use logdist_router::Cursor;
-use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
+use tokio_util::sync::CancellationToken;
 
-use crate::metrics;
-use crate::server::Shared;
+use super::metrics;
+use super::observed::Observed;
 
 /// What every handler gets.
 struct Admin {
-    shared: Arc<Shared>,
+    observed: Observed,
     registry: Registry,
-    /// Numbers the packets of `POST /api/v1/logs` that come without an id.
-    packet_ids: AtomicU64,
-    /// One low-discrepancy sequence for all HTTP ingest, so its shares are as
-    /// exact as an emitter connection's however small each request is.
-    cursor: Mutex<Cursor>,
-    /// Where HTTP ingest routes, so shutdown waits for it (see `logs.rs`).
-    tasks: TaskTracker,
-}
-
-impl Admin {
-    /// A cursor at the next `n` points of the shared sequence, which moves past them.
-    fn reserve_points(&self, n: usize) -> Cursor {
-        let mut shared = self.cursor.lock();
-        let mine = shared.clone();
-        for _ in 0..n {
-            shared.next_point();
-        }
-        mine
-    }
+    /// Where dead letters are written, read back by `GET /api/v1/dead-letter`.
+    dead_letter_path: PathBuf,
+    /// `analyzers.window`, for the stats' result-channel utilisation.
+    window: usize,
 }
 
 type AppState = State<Arc<Admin>>;
 
-/// Serves the admin API on `listener` until shutdown stops accepting; work
-/// that must outlive a request (routing HTTP ingest) goes on `tasks`.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tasks: TaskTracker) {
+/// What the admin API serves besides its own endpoints.
+pub struct AdminSettings {
+    pub dead_letter_path: PathBuf,
+    pub window: usize,
+    /// The largest request body accepted.
+    pub body_limit: usize,
+}
+
+/// Serves the admin API on `listener`, with `ingest` (HTTP ingest's routes)
+/// merged in, until `stop_accepting` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    observed: Observed,
+    settings: AdminSettings,
+    ingest: Router,
+    stop_accepting: CancellationToken,
+) {
     let address = listener.local_addr().ok();
-    let stop = shared.shutdown.stop_accepting.clone();
-    let app = router(shared, tasks);
+    let app = router(observed, settings, ingest);
     tracing::info!(?address, "admin API listening");
     if let Err(err) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
+        .with_graceful_shutdown(stop_accepting.cancelled_owned())
         .await
     {
         tracing::error!(%err, "admin API failed");
     }
 }
 
-fn router(shared: Arc<Shared>, tasks: TaskTracker) -> Router {
-    let body_limit = shared.limits.max_decompressed_bytes;
+fn router(observed: Observed, settings: AdminSettings, ingest: Router) -> Router {
     let admin = Arc::new(Admin {
-        registry: metrics::registry(shared.clone()),
-        shared,
-        packet_ids: AtomicU64::new(0),
-        cursor: Mutex::new(Cursor::new(0)),
-        tasks,
+        registry: metrics::registry(observed.clone()),
+        observed,
+        dead_letter_path: settings.dead_letter_path,
+        window: settings.window,
     });
     Router::new()
         .route("/api/v1/health", get(health::health))
@@ -90,46 +82,15 @@ fn router(shared: Arc<Shared>, tasks: TaskTracker) -> Router {
         .route("/api/v1/analyzers/{id}/health", post(analyzers::set_health))
         .route("/api/v1/analyzers/{id}/weight", put(analyzers::set_weight))
         .route("/api/v1/dead-letter", get(dead_letter::list))
-        .route("/api/v1/logs", post(logs::submit))
         .route("/metrics", get(prometheus))
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(admin)
+        .merge(ingest)
+        .layer(DefaultBodyLimit::max(settings.body_limit))
 }
 
 async fn prometheus(State(admin): AppState) -> Response {
     let text = metrics::render(&admin.registry);
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
-}
-
-/// An error answered as `{"error": "..."}` with its status.
-struct ApiError(StatusCode, String);
-
-impl ApiError {
-    fn bad_request(message: impl Into<String>) -> Self {
-        ApiError(StatusCode::BAD_REQUEST, message.into())
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        ApiError(StatusCode::NOT_FOUND, message.into())
-    }
-
-    fn internal(message: impl Into<String>) -> Self {
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, message.into())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.1 });
-        (self.0, axum::Json(body)).into_response()
-    }
-}
-
-/// The body as JSON of type `T`, or a 400 that says what is wrong with it
-/// (axum's own `Json` rejection answers in plain text).
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
 }
 
 /// "Now" as RFC 3339 UTC, like the seed's timestamps.

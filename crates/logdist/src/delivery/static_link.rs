@@ -1,8 +1,6 @@
 //! Static analyzers: the distributor dials out, keeps the analyzer out of the
 //! routing table while it is down, and reconnects with exponential backoff and
-//! full jitter. While connected, a TCP connect probe every `probe_interval`
-//! catches an analyzer whose host stopped answering even though the existing
-//! connection has not failed yet.
+//! full jitter. While connected, [`probe`](super::probe) watches its host.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +11,13 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::directory::Link;
-use super::session::AckState;
-use super::{Introduction, attach};
+use super::attach::attach;
+use super::context::DeliveryContext;
+use super::directory::{Directory, Link};
+use super::handshake::Introduction;
 use crate::config::StaticAnalyzerConfig;
-use crate::server::Shared;
 
-/// How long one connection attempt (or probe) may take.
+/// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keeps one static analyzer connected until shutdown stops reconnecting
@@ -28,20 +26,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// must be listed in the directory; the reloader lists and forgets it.
 pub async fn run_static(
     config: StaticAnalyzerConfig,
-    shared: Arc<Shared>,
+    ctx: Arc<DeliveryContext>,
     removed: CancellationToken,
 ) {
     let id: Arc<str> = Arc::from(config.id.as_str());
-    keep_connected(&config, &id, &shared, &removed).await;
+    keep_connected(&config, &id, &ctx, &removed).await;
 }
 
 async fn keep_connected(
     config: &StaticAnalyzerConfig,
     id: &Arc<str>,
-    shared: &Arc<Shared>,
+    ctx: &Arc<DeliveryContext>,
     removed: &CancellationToken,
 ) {
-    let stop = &shared.shutdown.stop_accepting;
+    let stop = &ctx.shutdown.stop_accepting;
     let mut failures: u32 = 0;
     loop {
         if stop.is_cancelled() || removed.is_cancelled() {
@@ -68,14 +66,30 @@ async fn keep_connected(
                 };
                 // The control stream starts at once: no handshake to read.
                 let reader = FramedRead::new(reader, HandshakeDecoder::new());
-                if attach(intro, reader, writer, shared, removed).await {
+                if attach(intro, reader, writer, ctx, removed).await {
                     failures = 0;
                 }
             }
-            Ok(Err(err)) => unreachable(shared, id, &config.address, failures, &err.to_string()),
-            Err(_) => unreachable(shared, id, &config.address, failures, "connect timed out"),
+            Ok(Err(err)) => unreachable(
+                &ctx.directory,
+                id,
+                &config.address,
+                failures,
+                &err.to_string(),
+            ),
+            Err(_) => unreachable(
+                &ctx.directory,
+                id,
+                &config.address,
+                failures,
+                "connect timed out",
+            ),
         }
-        let delay = backoff(failures, shared.reconnect_min, shared.reconnect_max);
+        let delay = backoff(
+            failures,
+            ctx.settings.reconnect_min,
+            ctx.settings.reconnect_max,
+        );
         failures = failures.saturating_add(1);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -85,8 +99,8 @@ async fn keep_connected(
     }
 }
 
-fn unreachable(shared: &Shared, id: &Arc<str>, address: &str, failures: u32, reason: &str) {
-    shared.directory.unreachable(id, reason);
+fn unreachable(directory: &Directory, id: &Arc<str>, address: &str, failures: u32, reason: &str) {
+    directory.unreachable(id, reason);
     // The first failure in a row is news; the retries that follow are not.
     if failures == 0 {
         tracing::warn!(analyzer = %id, address, reason, "static analyzer unreachable; retrying with backoff");
@@ -102,19 +116,6 @@ fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
         .checked_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
         .map_or(max, |d| d.min(max));
     rand::rng().random_range(Duration::ZERO..=ceiling)
-}
-
-/// Probes `address` every `interval` while the session runs; a probe that
-/// cannot connect ends the session as a failure.
-pub async fn probe(address: String, interval: Duration, state: Arc<AckState>) {
-    loop {
-        tokio::time::sleep(interval).await;
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => return state.close(format!("health probe to {address} failed: {err}")),
-            Err(_) => return state.close(format!("health probe to {address} timed out")),
-        }
-    }
 }
 
 #[cfg(test)]

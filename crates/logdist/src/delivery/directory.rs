@@ -18,7 +18,7 @@ use logdist_router::{PriorityQueues, RegisterError, Router};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::session::AckState;
+use super::ack_state::AckState;
 use crate::stats::{CLASSES, Counter, Stats, class_of};
 
 /// The health reason recorded when an operator takes an analyzer out of routing.

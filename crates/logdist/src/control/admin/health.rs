@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::{AppState, timestamp, uptime};
-use crate::analyzer::directory::Health;
+use crate::delivery::directory::Health;
 
 #[derive(Serialize)]
 struct HealthResponse {
@@ -20,7 +20,7 @@ struct HealthResponse {
 }
 
 pub(super) async fn health(State(admin): AppState) -> (StatusCode, Json<impl Serialize>) {
-    let analyzers = admin.shared.directory.snapshot();
+    let analyzers = admin.observed.directory.snapshot();
     let total = analyzers.len();
     let active = analyzers
         .iter()
@@ -35,7 +35,7 @@ pub(super) async fn health(State(admin): AppState) -> (StatusCode, Json<impl Ser
     };
     let body = HealthResponse {
         status,
-        uptime: uptime(admin.shared.started.elapsed(), false),
+        uptime: uptime(admin.observed.started.elapsed(), false),
         active_analyzers: active,
         total_analyzers: total,
         timestamp: timestamp(),

@@ -18,23 +18,23 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use logdist_router::{Envelope, PriorityQueues};
+use logdist_router::{Envelope, HoldingQueue, PriorityQueues};
 use logdist_wire::{AnalyzerFormat, Control, OutboundBatch};
-use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Shared;
-use crate::stats::{Counter, DeliveryTally};
+use super::ack_state::AckState;
+use super::directory::Directory;
+use crate::shutdown::Shutdown;
+use crate::stats::{Counter, DeliveryTally, Stats};
 
 /// Most bytes encoded into one write; enough to amortize the syscall, small
 /// enough to keep a high-priority arrival from waiting long behind a batch.
@@ -46,90 +46,13 @@ const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 /// Most buffers handed to one `writev` (Linux allows 1024).
 const MAX_IOVECS: usize = 512;
 
-/// What the control reader tells the writer.
-pub struct AckState {
-    /// Analyzers that said `acks: false` get no window; their acks are ignored.
-    acks: bool,
-    /// Messages handed to the socket so far (counted before the write, so an
-    /// ack racing the write's completion is never taken for a lie).
-    sent: AtomicU64,
-    /// Messages the analyzer has acknowledged so far.
-    acked: AtomicU64,
-    /// The largest number of messages one ack has covered: the analyzer's
-    /// ack stride, as far as it has shown it.
-    max_stride: AtomicU64,
-    /// Why the session must end, once it must.
-    closed: Mutex<Option<String>>,
-    /// Cancelled together with `closed`, so even a blocked write stops.
-    closing: CancellationToken,
-    changed: Notify,
-}
-
-impl AckState {
-    pub fn new(acks: bool) -> Self {
-        AckState {
-            acks,
-            sent: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
-            max_stride: AtomicU64::new(0),
-            closed: Mutex::new(None),
-            closing: CancellationToken::new(),
-            changed: Notify::new(),
-        }
-    }
-
-    /// Ends the session (first reason wins).
-    pub fn close(&self, reason: String) {
-        self.closed.lock().get_or_insert(reason);
-        self.closing.cancel();
-        self.changed.notify_one();
-    }
-
-    fn closed_reason(&self) -> Option<String> {
-        self.closed.lock().clone()
-    }
-
-    /// Messages written to the analyzer and not acknowledged yet.
-    pub fn in_flight(&self) -> u64 {
-        let acked = self.acked.load(Ordering::Acquire);
-        self.sent.load(Ordering::Acquire).saturating_sub(acked)
-    }
-
-    /// Applies a cumulative ack of `total` messages.
-    fn ack_total(&self, total: u64) -> Result<(), String> {
-        if !self.acks {
-            return Ok(());
-        }
-        let sent = self.sent.load(Ordering::Acquire);
-        let acked = self.acked.load(Ordering::Acquire);
-        if total > sent {
-            return Err(format!(
-                "acknowledged {total} messages but only {sent} were sent"
-            ));
-        }
-        if total < acked {
-            return Err(format!("ack went backwards from {acked} to {total}"));
-        }
-        self.max_stride.fetch_max(total - acked, Ordering::Relaxed);
-        self.acked.store(total, Ordering::Release);
-        self.changed.notify_one();
-        Ok(())
-    }
-
-    /// Applies a seed ack, which carries the cumulative count mod 2^31.
-    fn ack_seed(&self, low31: u32) -> Result<(), String> {
-        let acked = self.acked.load(Ordering::Acquire);
-        let delta = (low31.wrapping_sub(acked as u32)) & 0x7FFF_FFFF;
-        self.ack_total(acked + u64::from(delta))
-    }
-}
-
 /// Reads acks and weight updates until the analyzer goes away or misbehaves.
 pub async fn read_control<R, D>(
     mut framed: tokio_util::codec::FramedRead<R, D>,
     id: Arc<str>,
     state: Arc<AckState>,
-    shared: Arc<Shared>,
+    directory: Arc<Directory>,
+    hard_stop: CancellationToken,
 ) where
     R: tokio::io::AsyncRead + Unpin,
     D: Decoder<Item = Control>,
@@ -138,7 +61,7 @@ pub async fn read_control<R, D>(
     let reason = loop {
         let control = tokio::select! {
             next = framed.next() => next,
-            _ = shared.shutdown.hard_stop.cancelled() => break "shutdown".to_string(),
+            _ = hard_stop.cancelled() => break "shutdown".to_string(),
         };
         let result = match control {
             None => break "analyzer closed the connection".to_string(),
@@ -146,7 +69,7 @@ pub async fn read_control<R, D>(
             Some(Ok(Control::SeedAck(low31))) => state.ack_seed(low31),
             Some(Ok(Control::Ack(total))) => state.ack_total(total),
             Some(Ok(Control::Weight(weight))) => {
-                match shared.directory.set_weight(&id, weight, "weight changed") {
+                match directory.set_weight(&id, weight, "weight changed") {
                     Ok(()) => {
                         tracing::info!(analyzer = %id, weight, "analyzer changed its weight");
                         Ok(())
@@ -191,19 +114,25 @@ pub struct SessionEnd {
 
 impl AnalyzerSession {
     /// Writes until the connection fails, the analyzer leaves, or shutdown.
-    pub async fn run(self, mut writer: OwnedWriteHalf, shared: &Shared) -> SessionEnd {
+    /// Draining at shutdown waits for the `holding` queue too: what it holds
+    /// may still come this way.
+    pub async fn run(
+        self,
+        mut writer: OwnedWriteHalf,
+        stats: &Stats,
+        shutdown: &Shutdown,
+        holding: Option<&HoldingQueue>,
+    ) -> SessionEnd {
         let mut window = InFlight::default();
         // When the analyzer last showed progress on what it holds: an ack, or
         // the window filling from empty.
         let mut last_progress = Instant::now();
         let mut batch = OutboundBatch::new();
         let mut pending: Vec<Envelope> = Vec::new();
-        let shutdown = &shared.shutdown;
-        let holding = shared.router.holding();
 
         let (reason, failure) = loop {
             let acked = self.state.acked.load(Ordering::Acquire);
-            if window.release_to(acked, shared, &self.delivered) > 0 {
+            if window.release_to(acked, stats, &self.delivered) > 0 {
                 last_progress = Instant::now();
             }
             if let Some(reason) = self.state.closed_reason() {
@@ -277,7 +206,7 @@ impl AnalyzerSession {
             let _ = tokio::time::timeout(FINAL_ACK_WAIT, self.state.closing.cancelled()).await;
         }
         let acked = self.state.acked.load(Ordering::Acquire);
-        window.release_to(acked, shared, &self.delivered);
+        window.release_to(acked, stats, &self.delivered);
 
         SessionEnd {
             reason,
@@ -313,7 +242,7 @@ impl AnalyzerSession {
         &self,
         writer: &mut OwnedWriteHalf,
         batch: &OutboundBatch,
-        shutdown: &crate::shutdown::Shutdown,
+        shutdown: &Shutdown,
     ) -> io::Result<()> {
         let write = write_chunks(writer, batch.chunks());
         tokio::pin!(write);
@@ -356,7 +285,7 @@ impl InFlight {
     /// Releases the messages a cumulative ack of `acked` covers, counting them
     /// delivered (globally, per class with their latency, and for the analyzer);
     /// returns how many.
-    fn release_to(&mut self, acked: u64, shared: &Shared, analyzer: &Counter) -> u64 {
+    fn release_to(&mut self, acked: u64, stats: &Stats, analyzer: &Counter) -> u64 {
         let newly = acked - self.released;
         if newly == 0 {
             return 0;
@@ -366,7 +295,7 @@ impl InFlight {
             self.latency
                 .record(env.priority(), now.duration_since(env.arrived));
         }
-        self.latency.flush(&shared.stats);
+        self.latency.flush(stats);
         self.released = acked;
         analyzer.add(newly);
         newly

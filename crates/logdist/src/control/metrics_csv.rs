@@ -23,9 +23,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::analyzer::directory::{AnalyzerRecord, Health};
+use super::observed::Observed;
 use crate::config::MetricsConfig;
-use crate::server::Shared;
+use crate::delivery::directory::{AnalyzerRecord, Health, Link};
 use crate::stats::CLASSES;
 
 /// The running export; [`CsvExport::finish`] writes the last row.
@@ -45,16 +45,16 @@ impl CsvExport {
 }
 
 /// Starts the export if `config.csv_path` is set.
-pub fn start(config: &MetricsConfig, shared: Arc<Shared>) -> Option<CsvExport> {
+pub fn start(config: &MetricsConfig, observed: Observed) -> Option<CsvExport> {
     if config.csv_path.is_empty() {
         return None;
     }
     let path = PathBuf::from(&config.csv_path);
-    let statics: Vec<Arc<str>> = shared
+    let statics: Vec<Arc<str>> = observed
         .directory
         .snapshot()
         .into_iter()
-        .filter(|a| a.link == crate::analyzer::directory::Link::Static)
+        .filter(|a| a.link == Link::Static)
         .map(|a| a.id)
         .collect();
     let stop = CancellationToken::new();
@@ -72,7 +72,7 @@ pub fn start(config: &MetricsConfig, shared: Arc<Shared>) -> Option<CsvExport> {
                     _ = ticks.tick() => false,
                     _ = stop.cancelled() => true,
                 };
-                let row = row(&shared, &statics);
+                let row = row(&observed, &statics);
                 let (target, header) = (path.clone(), header.clone());
                 let written = tokio::task::spawn_blocking(move || {
                     let mut file = match file {
@@ -156,18 +156,18 @@ fn header(statics: &[Arc<str>]) -> Vec<String> {
     columns
 }
 
-fn row(shared: &Shared, statics: &[Arc<str>]) -> Vec<String> {
-    let s = shared.stats.snapshot();
-    let analyzers = shared.directory.snapshot();
+fn row(observed: &Observed, statics: &[Arc<str>]) -> Vec<String> {
+    let s = observed.stats.snapshot();
+    let analyzers = observed.directory.snapshot();
     let sum = |f: fn(&AnalyzerRecord) -> u64| analyzers.iter().map(f).sum::<u64>();
-    let holding = shared.router.holding().map_or(0, |h| h.len());
+    let holding = observed.router.holding().map_or(0, |h| h.len());
     let healthy = analyzers
         .iter()
         .filter(|a| a.health == Health::Healthy)
         .count();
     let mut row: Vec<String> = vec![
         humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        format!("{:.3}", shared.started.elapsed().as_secs_f64()),
+        format!("{:.3}", observed.started.elapsed().as_secs_f64()),
     ];
     let totals = [
         s.accepted,

@@ -1,7 +1,7 @@
 //! Applying a changed config to a running distributor (SIGHUP).
 //!
 //! Only the static analyzers change at run time: a new weight is applied (or
-//! remembered, see [`Directory::set_weight`](crate::analyzer::directory::Directory::set_weight)),
+//! remembered, see [`Directory::set_weight`](crate::delivery::directory::Directory::set_weight)),
 //! an added analyzer starts being dialed, a removed one is drained (weight 0,
 //! then its session ends once what it holds is acknowledged, or after the
 //! grace period) and forgotten, and one whose address, format or acks changed
@@ -18,13 +18,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::analyzer;
 use crate::config::{Config, ConfigError, StaticAnalyzerConfig};
-use crate::server::Shared;
+use crate::delivery::context::DeliveryContext;
+use crate::delivery::directory::Directory;
+use crate::delivery::static_link::run_static;
 
 /// The running static analyzers and the config they came from.
 pub struct Reloader {
-    shared: Arc<Shared>,
+    /// What static analyzer links run with.
+    delivery: Arc<DeliveryContext>,
     /// The server's analyzer tasks, so shutdown waits for reloaded ones too.
     tasks: TaskTracker,
     state: Mutex<State>,
@@ -66,12 +68,12 @@ pub enum ReloadError {
 impl Reloader {
     /// Lists the config's static analyzers in the directory at once (unhealthy
     /// until reached), so they show before their links start.
-    pub fn new(shared: Arc<Shared>, config: Config) -> Self {
+    pub fn new(delivery: Arc<DeliveryContext>, config: Config) -> Self {
         for analyzer in &config.analyzers.statics {
-            list(&shared, analyzer);
+            list(&delivery.directory, analyzer);
         }
         Reloader {
-            shared,
+            delivery,
             tasks: TaskTracker::new(),
             state: Mutex::new(State {
                 config,
@@ -93,11 +95,11 @@ impl Reloader {
     }
 
     fn start(&self, state: &mut State, config: StaticAnalyzerConfig) {
-        list(&self.shared, &config);
+        list(&self.delivery.directory, &config);
         let removed = CancellationToken::new();
-        let task = self.tasks.spawn(analyzer::run_static(
+        let task = self.tasks.spawn(run_static(
             config.clone(),
-            self.shared.clone(),
+            self.delivery.clone(),
             removed.clone(),
         ));
         state.links.insert(
@@ -124,7 +126,7 @@ impl Reloader {
     async fn apply(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
         config.validate()?;
         let mut state = self.state.lock().await;
-        if self.shared.shutdown.stop_accepting.is_cancelled() {
+        if self.delivery.shutdown.stop_accepting.is_cancelled() {
             return Err(ReloadError::ShuttingDown);
         }
         let mut summary = ReloadSummary {
@@ -141,7 +143,7 @@ impl Reloader {
         for id in running {
             if !wanted.contains_key(id.as_str()) {
                 self.stop(&mut state, &id).await;
-                self.shared.directory.forget(&id);
+                self.delivery.directory.forget(&id);
                 summary.removed.push(id);
             }
         }
@@ -157,7 +159,7 @@ impl Reloader {
                     // Draining set its weight to 0; the new link starts with
                     // the configured one (its counters and override stay).
                     let _ = self
-                        .shared
+                        .delivery
                         .directory
                         .set_weight(id, new.weight, "config reloaded");
                     self.start(&mut state, new.clone());
@@ -165,7 +167,7 @@ impl Reloader {
                 }
                 Some(old) if old.weight != new.weight => {
                     if let Err(err) =
-                        self.shared
+                        self.delivery
                             .directory
                             .set_weight(id, new.weight, "config reloaded")
                     {
@@ -192,11 +194,9 @@ fn same_link(a: &StaticAnalyzerConfig, b: &StaticAnalyzerConfig) -> bool {
 }
 
 /// Lists a static analyzer in the directory (a no-op if it is listed).
-fn list(shared: &Shared, analyzer: &StaticAnalyzerConfig) {
+fn list(directory: &Directory, analyzer: &StaticAnalyzerConfig) {
     let id: Arc<str> = Arc::from(analyzer.id.as_str());
-    shared
-        .directory
-        .add_static(&id, &analyzer.address, analyzer.weight);
+    directory.add_static(&id, &analyzer.address, analyzer.weight);
 }
 
 /// The sections of `new` that differ from `old` and only apply at startup.

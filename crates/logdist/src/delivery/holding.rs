@@ -6,18 +6,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use logdist_router::Cursor;
+use logdist_router::{Cursor, Router};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::delivery::SHUTDOWN_ERROR;
-use crate::server::Shared;
+use super::dead_letter::{DeadLetters, SHUTDOWN_ERROR};
+use crate::stats::Stats;
 
-/// Runs until shutdown's hard stop, which dead-letters whatever is still held.
-pub async fn release_held(shared: Arc<Shared>, hold_timeout: Option<Duration>) {
-    let Some(holding) = shared.router.holding().cloned() else {
+/// Runs until `stop` (shutdown's hard stop), then dead-letters whatever is
+/// still held.
+pub async fn release_held(
+    router: Arc<Router>,
+    stats: Arc<Stats>,
+    dead_letters: DeadLetters,
+    stop: CancellationToken,
+    hold_timeout: Option<Duration>,
+) {
+    let Some(holding) = router.holding().cloned() else {
         return;
     };
-    let stop = shared.shutdown.hard_stop.clone();
     let expired_error: Arc<str> = match hold_timeout {
         Some(timeout) => Arc::from(format!(
             "hold_timeout: no analyzer took it within {timeout:?}"
@@ -27,21 +34,18 @@ pub async fn release_held(shared: Arc<Shared>, hold_timeout: Option<Duration>) {
     let mut cursor = Cursor::new(0);
     loop {
         // Both created before the checks below, so a change in between wakes us.
-        let table_changed = shared.router.space().notified();
+        let table_changed = router.space().notified();
         let arrived = holding.notified();
-        if shared.router.load().total_weight() > 0.0
+        if router.load().total_weight() > 0.0
             && let Some(env) = holding.pop()
         {
-            match shared
-                .router
+            match router
                 .route_or_wait(&mut cursor, env, stop.cancelled())
                 .await
             {
                 // `Held` means the analyzers left again: it is back in the queue.
-                Ok(placed) => shared.stats.count(placed),
-                Err(env) => shared
-                    .redelivery
-                    .dead_letter(env, Arc::from(SHUTDOWN_ERROR)),
+                Ok(placed) => stats.count(placed),
+                Err(env) => dead_letters.send(env, Arc::from(SHUTDOWN_ERROR)),
             }
             continue;
         }
@@ -57,7 +61,7 @@ pub async fn release_held(shared: Arc<Shared>, hold_timeout: Option<Duration>) {
                 let timeout = hold_timeout.expect("expiry implies a timeout");
                 if let Some(cutoff) = std::time::Instant::now().checked_sub(timeout) {
                     for env in holding.take_arrived_before(cutoff) {
-                        shared.redelivery.dead_letter(env, expired_error.clone());
+                        dead_letters.send(env, expired_error.clone());
                     }
                 }
             }
@@ -66,6 +70,6 @@ pub async fn release_held(shared: Arc<Shared>, hold_timeout: Option<Duration>) {
     }
     let shutdown_error: Arc<str> = Arc::from(SHUTDOWN_ERROR);
     while let Some(env) = holding.pop() {
-        shared.redelivery.dead_letter(env, shutdown_error.clone());
+        dead_letters.send(env, shutdown_error.clone());
     }
 }

@@ -16,7 +16,8 @@ use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ApiError, AppState};
+use super::AppState;
+use crate::api_error::ApiError;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -50,7 +51,7 @@ pub(super) async fn list(
         )));
     }
     let offset = page.offset.unwrap_or(0);
-    let path = admin.shared.dead_letter_path.clone();
+    let path = admin.dead_letter_path.clone();
     let read = tokio::task::spawn_blocking(move || read_page(&path, offset, limit)).await;
     match read {
         Ok(Ok(page)) => Ok(Json(page)),

@@ -1,47 +1,29 @@
-//! Analyzers: the ones that dial in (handshake first) and the static ones the
-//! distributor dials out to share one path from registration to hand-back.
-
-pub mod directory;
-mod handshake;
-mod session;
-mod static_link;
+//! Attaching a connected analyzer: the ones that dial in (handshake first)
+//! and the static ones the distributor dials out to share one path from
+//! registration to hand-back.
 
 use std::sync::Arc;
 
 use logdist_router::{Envelope, PriorityQueues};
-use logdist_wire::{AnalyzerFormat, JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok};
+use logdist_wire::{JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Shared;
-use directory::{Departure, Link};
-use handshake::read_handshake;
-use session::{AckState, AnalyzerSession, read_control};
-pub use static_link::run_static;
+use super::ack_state::AckState;
+use super::context::DeliveryContext;
+use super::directory::{Departure, Link};
+use super::handshake::{Introduction, read_handshake};
+use super::probe::probe;
+use super::session::{AnalyzerSession, read_control};
 
 /// Why the session of a static analyzer removed from the config ended.
 const RETIRED: &str = "removed from the config";
 
-/// Who an analyzer is and how it wants to be spoken to.
-#[derive(Debug)]
-pub struct Introduction {
-    pub id: Arc<str>,
-    pub weight: f64,
-    pub format: AnalyzerFormat,
-    pub acks: bool,
-    /// JSON-hello analyzers wait for a status line before messages flow.
-    pub replies: bool,
-    /// Seed-style 4-byte control words back (else JSON lines).
-    pub seed_control: bool,
-    pub link: Link,
-    pub address: String,
-}
-
 /// Serves one analyzer that connected to the analyzer listener.
-pub async fn serve_dial_in(stream: TcpStream, shared: Arc<Shared>) {
+pub async fn serve_dial_in(stream: TcpStream, ctx: Arc<DeliveryContext>) {
     let peer = match stream.peer_addr() {
         Ok(peer) => peer,
         Err(_) => return,
@@ -58,7 +40,7 @@ pub async fn serve_dial_in(stream: TcpStream, shared: Arc<Shared>) {
         }
     };
     // Dial-in analyzers leave when they want to (or at shutdown).
-    attach(intro, framed, writer, &shared, &CancellationToken::new()).await;
+    attach(intro, framed, writer, &ctx, &CancellationToken::new()).await;
 }
 
 /// Runs a connected analyzer: joins the routing table, streams until the
@@ -70,16 +52,16 @@ pub async fn attach<D>(
     intro: Introduction,
     reader: FramedRead<OwnedReadHalf, D>,
     mut writer: OwnedWriteHalf,
-    shared: &Arc<Shared>,
+    ctx: &Arc<DeliveryContext>,
     removed: &CancellationToken,
 ) -> bool {
     let id = intro.id.clone();
     let queues = Arc::new(PriorityQueues::new(
-        shared.queue_capacity,
-        shared.router.space().clone(),
+        ctx.settings.queue_capacity,
+        ctx.router.space().clone(),
     ));
     let state = Arc::new(AckState::new(intro.acks));
-    let connected = shared.directory.connect(
+    let connected = ctx.directory.connect(
         &id,
         intro.link,
         &intro.address,
@@ -103,14 +85,7 @@ pub async fn attach<D>(
         tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer left during handshake");
         // Messages may have been routed to it already.
         let queued = queues.close_and_drain();
-        leave(
-            shared,
-            &id,
-            "left during handshake",
-            true,
-            Vec::new(),
-            queued,
-        );
+        leave(ctx, &id, "left during handshake", true, Vec::new(), queued);
         return false;
     }
     tracing::info!(
@@ -125,7 +100,8 @@ pub async fn attach<D>(
             reader,
             id.clone(),
             state.clone(),
-            shared.clone(),
+            ctx.directory.clone(),
+            ctx.shutdown.hard_stop.clone(),
         ))
     } else {
         let reader = reader.map_decoder(|_| JsonControlDecoder::new());
@@ -133,13 +109,14 @@ pub async fn attach<D>(
             reader,
             id.clone(),
             state.clone(),
-            shared.clone(),
+            ctx.directory.clone(),
+            ctx.shutdown.hard_stop.clone(),
         ))
     };
-    let probe = match (intro.link, shared.probe_interval.is_zero()) {
-        (Link::Static, false) => Some(tokio::spawn(static_link::probe(
+    let probe = match (intro.link, ctx.settings.probe_interval.is_zero()) {
+        (Link::Static, false) => Some(tokio::spawn(probe(
             intro.address.clone(),
-            shared.probe_interval,
+            ctx.settings.probe_interval,
             state.clone(),
         ))),
         _ => None,
@@ -149,12 +126,12 @@ pub async fn attach<D>(
     let retiring = CancellationToken::new();
     let retire = tokio::spawn({
         let (removed, retiring, state) = (removed.clone(), retiring.clone(), state.clone());
-        let (shared, id) = (shared.clone(), id.clone());
+        let (directory, grace, id) = (ctx.directory.clone(), ctx.settings.drain_grace, id.clone());
         async move {
             removed.cancelled().await;
-            let _ = shared.directory.set_weight(&id, 0.0, RETIRED);
+            let _ = directory.set_weight(&id, 0.0, RETIRED);
             retiring.cancel();
-            tokio::time::sleep(shared.shutdown_grace).await;
+            tokio::time::sleep(grace).await;
             state.close(format!("{RETIRED}: grace period over"));
         }
     });
@@ -162,13 +139,16 @@ pub async fn attach<D>(
         format: intro.format,
         acks: intro.acks,
         queues,
-        window_capacity: shared.window,
-        ack_timeout: shared.ack_timeout,
+        window_capacity: ctx.settings.window,
+        ack_timeout: ctx.settings.ack_timeout,
         state,
         delivered,
         retiring,
     };
-    let end = session.run(writer, shared).await;
+    let holding = ctx.router.holding().map(|h| &**h);
+    let end = session
+        .run(writer, &ctx.stats, &ctx.shutdown, holding)
+        .await;
     control.abort();
     retire.abort();
     if let Some(probe) = probe {
@@ -185,13 +165,13 @@ pub async fn attach<D>(
     }
     // Removal from the config is an operator's decision, not a failure.
     let failure = end.failure && !removed.is_cancelled();
-    leave(shared, &id, &end.reason, failure, end.unacked, end.queued);
+    leave(ctx, &id, &end.reason, failure, end.unacked, end.queued);
     true
 }
 
 /// Records that an analyzer left and gives what it still held another chance.
 fn leave(
-    shared: &Shared,
+    ctx: &DeliveryContext,
     id: &Arc<str>,
     reason: &str,
     failure: bool,
@@ -203,10 +183,9 @@ fn leave(
         handed_back,
         failure,
     };
-    shared.directory.disconnected(id, reason, departure);
+    ctx.directory.disconnected(id, reason, departure);
     if handed_back > 0 {
-        shared
-            .redelivery
+        ctx.redelivery
             .hand_back(id, unacked, queued, Arc::from(reason));
     }
 }

@@ -14,22 +14,64 @@
 //! routed, it counts as failed, and the invalid message is counted as rejected.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::routing::post;
 use logdist_router::{Cursor, Envelope};
 use logdist_wire::{Message, Rejection, ndjson_priority};
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
+use tokio_util::task::TaskTracker;
 
-use super::{Admin, ApiError, AppState, parse_json};
-use crate::delivery::SHUTDOWN_ERROR;
+use super::context::IngestContext;
+use crate::api_error::{ApiError, parse_json};
+use crate::delivery::dead_letter::SHUTDOWN_ERROR;
 use crate::stats::class_of;
 
+/// What the handler shares between requests.
+struct HttpIngest {
+    ctx: Arc<IngestContext>,
+    /// Numbers the packets that come without an id.
+    packet_ids: AtomicU64,
+    /// One low-discrepancy sequence for all HTTP ingest, so its shares are as
+    /// exact as an emitter connection's however small each request is.
+    cursor: Mutex<Cursor>,
+    /// Where routing runs, so shutdown waits for it (see the module docs).
+    tasks: TaskTracker,
+}
+
+impl HttpIngest {
+    /// A cursor at the next `n` points of the shared sequence, which moves past them.
+    fn reserve_points(&self, n: usize) -> Cursor {
+        let mut shared = self.cursor.lock();
+        let mine = shared.clone();
+        for _ in 0..n {
+            shared.next_point();
+        }
+        mine
+    }
+}
+
+/// The `POST /api/v1/logs` route, ready to merge into the admin API; routing
+/// runs on `tasks`.
+pub fn routes(ctx: Arc<IngestContext>, tasks: TaskTracker) -> axum::Router {
+    let state = Arc::new(HttpIngest {
+        ctx,
+        packet_ids: AtomicU64::new(0),
+        cursor: Mutex::new(Cursor::new(0)),
+        tasks,
+    });
+    axum::Router::new()
+        .route("/api/v1/logs", post(submit))
+        .with_state(state)
+}
+
 #[derive(Serialize)]
-pub(super) struct SubmitResponse {
+struct SubmitResponse {
     total_packets: usize,
     successful: usize,
     failed: usize,
@@ -48,8 +90,8 @@ struct PacketError {
     error: String,
 }
 
-pub(super) async fn submit(
-    State(admin): AppState,
+async fn submit(
+    State(http): State<Arc<HttpIngest>>,
     body: Bytes,
 ) -> Result<Json<SubmitResponse>, ApiError> {
     let packets: Vec<Value> = parse_json(&body)?;
@@ -63,11 +105,11 @@ pub(super) async fn submit(
     let mut accepted = Vec::new();
     for (index, packet) in packets.iter().enumerate() {
         let id = packet_id(packet);
-        match prepare(&admin, packet) {
+        match prepare(&http, packet) {
             Ok(envelopes) => {
                 accepted.extend(envelopes);
                 response.successful += 1;
-                let id = id.unwrap_or_else(|| generated_id(&admin));
+                let id = id.unwrap_or_else(|| generated_id(&http));
                 response.processed_packets.push(id);
             }
             Err(error) => {
@@ -76,10 +118,10 @@ pub(super) async fn submit(
             }
         }
     }
-    let mut cursor = admin.reserve_points(accepted.len());
-    let routing = admin.tasks.spawn({
-        let admin = admin.clone();
-        async move { route(&admin, &mut cursor, accepted).await }
+    let mut cursor = http.reserve_points(accepted.len());
+    let routing = http.tasks.spawn({
+        let http = http.clone();
+        async move { route(&http, &mut cursor, accepted).await }
     });
     if routing.await.is_err() {
         return Err(ApiError::internal("routing the messages failed"));
@@ -95,13 +137,13 @@ fn packet_id(packet: &Value) -> Option<String> {
     }
 }
 
-fn generated_id(admin: &Admin) -> String {
-    let n = admin.packet_ids.fetch_add(1, Ordering::Relaxed);
+fn generated_id(http: &HttpIngest) -> String {
+    let n = http.packet_ids.fetch_add(1, Ordering::Relaxed);
     format!("packet-{:08x}-{n}", rand::random::<u32>())
 }
 
 /// The packet's messages as envelopes, or why the packet fails.
-fn prepare(admin: &Admin, packet: &Value) -> Result<Vec<Envelope>, String> {
+fn prepare(http: &HttpIngest, packet: &Value) -> Result<Vec<Envelope>, String> {
     let messages = match packet.get("messages") {
         Some(Value::Array(messages)) if !messages.is_empty() => messages,
         Some(Value::Array(_)) => return Err("packet has no messages".to_string()),
@@ -109,14 +151,14 @@ fn prepare(admin: &Admin, packet: &Value) -> Result<Vec<Envelope>, String> {
         None if packet.is_object() => return Err("packet has no \"messages\"".to_string()),
         None => return Err("packet must be a JSON object".to_string()),
     };
-    let shared = &admin.shared;
+    let ctx = &http.ctx;
     let mut envelopes = Vec::with_capacity(messages.len());
     for (i, message) in messages.iter().enumerate() {
         let line = serde_json::to_vec(message).expect("a JSON value serializes");
-        let checked = if line.len() > shared.limits.max_line_bytes {
-            Err(Rejection::line_too_long(shared.limits.max_line_bytes))
+        let checked = if line.len() > ctx.limits.max_line_bytes {
+            Err(Rejection::line_too_long(ctx.limits.max_line_bytes))
         } else {
-            ndjson_priority(&line, &shared.priorities)
+            ndjson_priority(&line, &ctx.priorities)
         };
         match checked {
             Ok(priority) => envelopes.push(Envelope::new(Message::from_ndjson_line(
@@ -124,7 +166,7 @@ fn prepare(admin: &Admin, packet: &Value) -> Result<Vec<Envelope>, String> {
                 line.into(),
             ))),
             Err(rejection) => {
-                shared.stats.reject(rejection.reason, 1);
+                ctx.stats.reject(rejection.reason, 1);
                 return Err(format!("message {i}: {rejection}"));
             }
         }
@@ -134,18 +176,16 @@ fn prepare(admin: &Admin, packet: &Value) -> Result<Vec<Envelope>, String> {
 
 /// Routes like an emitter connection: counted as accepted, then placed,
 /// waiting out backpressure; dead-lettered if shutdown's grace runs out first.
-async fn route(admin: &Admin, cursor: &mut Cursor, envelopes: Vec<Envelope>) {
-    let shared = &admin.shared;
+async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>) {
+    let ctx = &http.ctx;
     for env in &envelopes {
-        shared.stats.accepted_by_class[class_of(env.priority())].add(1);
+        ctx.stats.accepted_by_class[class_of(env.priority())].add(1);
     }
     for env in envelopes {
-        let give_up = shared.shutdown.hard_stop.cancelled();
-        match shared.router.route_or_wait(cursor, env, give_up).await {
-            Ok(placed) => shared.stats.count(placed),
-            Err(env) => shared
-                .redelivery
-                .dead_letter(env, Arc::from(SHUTDOWN_ERROR)),
+        let give_up = ctx.shutdown.hard_stop.cancelled();
+        match ctx.router.route_or_wait(cursor, env, give_up).await {
+            Ok(placed) => ctx.stats.count(placed),
+            Err(env) => ctx.dead_letters.send(env, Arc::from(SHUTDOWN_ERROR)),
         }
     }
 }

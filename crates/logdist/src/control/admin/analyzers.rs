@@ -7,8 +7,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, parse_json, timestamp};
-use crate::analyzer::directory::{AnalyzerRecord, DirectoryError};
+use super::{AppState, timestamp};
+use crate::api_error::{ApiError, parse_json};
+use crate::delivery::directory::{AnalyzerRecord, DirectoryError};
 
 #[derive(Serialize)]
 pub(super) struct AnalyzerList {
@@ -18,7 +19,7 @@ pub(super) struct AnalyzerList {
 
 pub(super) async fn list(State(admin): AppState) -> Json<AnalyzerList> {
     Json(AnalyzerList {
-        analyzers: admin.shared.directory.snapshot(),
+        analyzers: admin.observed.directory.snapshot(),
         timestamp: timestamp(),
     })
 }
@@ -27,7 +28,7 @@ pub(super) async fn one(
     State(admin): AppState,
     Path(id): Path<String>,
 ) -> Result<Json<AnalyzerRecord>, ApiError> {
-    record(&admin.shared.directory, &id).map(Json)
+    record(&admin.observed.directory, &id).map(Json)
 }
 
 /// `{"healthy": bool}`, or the seed-style `{"status": "healthy"|"unhealthy"}`.
@@ -57,7 +58,7 @@ pub(super) async fn set_health(
     body: Bytes,
 ) -> Result<Json<AnalyzerRecord>, ApiError> {
     let healthy = parse_json::<HealthBody>(&body)?.healthy()?;
-    let directory = &admin.shared.directory;
+    let directory = &admin.observed.directory;
     directory
         .set_manual_health(&id, healthy)
         .map_err(directory_error)?;
@@ -77,7 +78,7 @@ pub(super) async fn set_weight(
     body: Bytes,
 ) -> Result<Json<AnalyzerRecord>, ApiError> {
     let weight = parse_json::<WeightBody>(&body)?.weight;
-    let directory = &admin.shared.directory;
+    let directory = &admin.observed.directory;
     directory
         .set_weight(&id, weight, "weight set over the admin API")
         .map_err(directory_error)?;
@@ -86,7 +87,7 @@ pub(super) async fn set_weight(
 }
 
 fn record(
-    directory: &crate::analyzer::directory::Directory,
+    directory: &crate::delivery::directory::Directory,
     id: &str,
 ) -> Result<AnalyzerRecord, ApiError> {
     directory

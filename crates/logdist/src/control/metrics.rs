@@ -2,12 +2,10 @@
 //!
 //! Nothing here is updated on the data path: every value is read, when
 //! Prometheus asks, from the counters the distributor keeps anyway ([`Stats`],
-//! the analyzer [`Directory`](crate::analyzer::directory::Directory), the
+//! the analyzer [`Directory`](crate::delivery::directory::Directory), the
 //! holding queue). A [`Collector`] on a per-server [`Registry`] does the
 //! reading, so several servers in one process (tests) never share a metric.
 //! docs/operations.md lists every metric.
-
-use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
@@ -16,17 +14,17 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::analyzer::directory::{AnalyzerRecord, Health};
-use crate::server::Shared;
+use super::observed::Observed;
+use crate::delivery::directory::{AnalyzerRecord, Health};
 use crate::stats::{CLASSES, LATENCY_BOUNDS, Latency, Stats};
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A registry whose only collector reads `shared` at each scrape.
-pub fn registry(shared: Arc<Shared>) -> Registry {
+/// A registry whose only collector reads `observed` at each scrape.
+pub fn registry(observed: Observed) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape(shared)));
+    registry.register_collector(Box::new(Scrape(observed)));
     registry
 }
 
@@ -38,7 +36,7 @@ pub fn render(registry: &Registry) -> String {
     text
 }
 
-struct Scrape(Arc<Shared>);
+struct Scrape(Observed);
 
 impl std::fmt::Debug for Scrape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,10 +141,10 @@ impl EncodeMetric for LatencyHistogram<'_> {
 
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let shared = &self.0;
-        let stats: &Stats = &shared.stats;
+        let observed = &self.0;
+        let stats: &Stats = &observed.stats;
         let s = stats.snapshot();
-        let analyzers = shared.directory.snapshot();
+        let analyzers = observed.directory.snapshot();
         let e = &mut encoder;
 
         let by_class = |values: [u64; CLASSES.len()]| {
@@ -338,7 +336,7 @@ impl Collector for Scrape {
                 (vec![("health", *name)], ConstGauge::new(n as f64))
             }),
         )?;
-        let holding = shared.router.holding().map_or(0, |h| h.len());
+        let holding = observed.router.holding().map_or(0, |h| h.len());
         gauge(
             e,
             "logdist_holding_depth",
@@ -349,7 +347,7 @@ impl Collector for Scrape {
             e,
             "logdist_uptime_seconds",
             "Seconds since the distributor started.",
-            shared.started.elapsed().as_secs_f64(),
+            observed.started.elapsed().as_secs_f64(),
         )
     }
 }

@@ -10,8 +10,22 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
-use super::Introduction;
 use super::directory::Link;
+
+/// Who an analyzer is and how it wants to be spoken to.
+#[derive(Debug)]
+pub struct Introduction {
+    pub id: Arc<str>,
+    pub weight: f64,
+    pub format: AnalyzerFormat,
+    pub acks: bool,
+    /// JSON-hello analyzers wait for a status line before messages flow.
+    pub replies: bool,
+    /// Seed-style 4-byte control words back (else JSON lines).
+    pub seed_control: bool,
+    pub link: Link,
+    pub address: String,
+}
 
 /// How long a new analyzer connection may take to introduce itself.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

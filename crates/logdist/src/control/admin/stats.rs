@@ -9,7 +9,7 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::{AppState, timestamp, uptime};
-use crate::analyzer::directory::{Health, percent};
+use crate::delivery::directory::{Health, percent};
 use crate::stats::CLASSES;
 
 #[derive(Serialize)]
@@ -78,12 +78,12 @@ struct ClassStats {
 }
 
 pub(super) async fn stats(State(admin): AppState) -> Json<impl Serialize> {
-    let shared = &admin.shared;
-    let s = shared.stats.snapshot();
-    let analyzers = shared.directory.snapshot();
+    let observed = &admin.observed;
+    let s = observed.stats.snapshot();
+    let analyzers = observed.directory.snapshot();
     let connected = analyzers.iter().filter(|a| a.connected).count();
     let in_flight: u64 = analyzers.iter().map(|a| a.in_flight).sum();
-    let (holding, hold_capacity) = shared
+    let (holding, hold_capacity) = observed
         .router
         .holding()
         .map_or((0, 0), |h| (h.len(), h.capacity()));
@@ -129,9 +129,9 @@ pub(super) async fn stats(State(admin): AppState) -> Json<impl Serialize> {
             .filter(|a| a.health == Health::Healthy)
             .count(),
         packet_channel_util_percent: fullest,
-        result_channel_util_percent: percent(in_flight as usize, connected * shared.window),
+        result_channel_util_percent: percent(in_flight as usize, connected * admin.window),
         retry_channel_util_percent: percent(holding, hold_capacity),
-        uptime: uptime(shared.started.elapsed(), true),
+        uptime: uptime(observed.started.elapsed(), true),
         timestamp: timestamp(),
         analyzers: analyzers
             .into_iter()

@@ -17,9 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
+use super::context::IngestContext;
 use crate::config::AckMode;
-use crate::delivery::SHUTDOWN_ERROR;
-use crate::server::Shared;
+use crate::delivery::dead_letter::SHUTDOWN_ERROR;
 use crate::stats::{CLASSES, class_of};
 
 /// Bytes asked of the socket per read; also the size of the buffers messages share.
@@ -55,12 +55,12 @@ struct Tally {
 }
 
 impl EmitterConnection {
-    pub fn new(stream: TcpStream, peer: SocketAddr, ack: AckMode, shared: &Shared) -> Self {
+    pub fn new(stream: TcpStream, peer: SocketAddr, ack: AckMode, ctx: &IngestContext) -> Self {
         EmitterConnection {
             stream,
             peer,
             buffer: BytesMut::with_capacity(READ_CHUNK),
-            decoder: IngestDecoder::new(shared.limits, shared.priorities.clone()),
+            decoder: IngestDecoder::new(ctx.limits, ctx.priorities.clone()),
             ack,
             replies: Vec::new(),
             tally: Tally::default(),
@@ -68,7 +68,7 @@ impl EmitterConnection {
     }
 
     /// Runs until the emitter closes, the stream is unrecoverable, or shutdown.
-    pub async fn run(mut self, shared: Arc<Shared>) {
+    pub async fn run(mut self, ctx: &IngestContext) {
         let mut cursor = Cursor::new(cursor_seed(self.peer));
         let end = loop {
             if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 4 {
@@ -76,14 +76,14 @@ impl EmitterConnection {
             }
             let read = tokio::select! {
                 read = self.stream.read_buf(&mut self.buffer) => read,
-                _ = shared.shutdown.stop_accepting.cancelled() => break End::Shutdown,
+                _ = ctx.shutdown.stop_accepting.cancelled() => break End::Shutdown,
             };
             let eof = match read {
                 Ok(0) => true,
                 Ok(_) => false,
                 Err(err) => break End::Io(err),
             };
-            if let Err(end) = self.process(&shared, &mut cursor, eof).await {
+            if let Err(end) = self.process(ctx, &mut cursor, eof).await {
                 break end;
             }
             if let Err(err) = self.flush_replies().await {
@@ -95,10 +95,10 @@ impl EmitterConnection {
         };
         if matches!(end, End::Shutdown) {
             // Whatever was already read is routed, not dropped.
-            let _ = self.process(&shared, &mut cursor, false).await;
+            let _ = self.process(ctx, &mut cursor, false).await;
             let _ = self.flush_replies().await;
         }
-        self.flush_tally(&shared);
+        self.flush_tally(ctx);
         match end {
             End::Eof | End::Shutdown => tracing::debug!(
                 peer = %self.peer,
@@ -108,7 +108,7 @@ impl EmitterConnection {
             ),
             End::Io(err) => tracing::info!(peer = %self.peer, %err, "emitter connection failed"),
             End::BadLength(reason) => {
-                shared.stats.bad_length_closes.add(1);
+                ctx.stats.bad_length_closes.add(1);
                 tracing::warn!(peer = %self.peer, %reason, "closing emitter connection");
             }
         }
@@ -118,12 +118,12 @@ impl EmitterConnection {
     /// what is left of it).
     async fn process(
         &mut self,
-        shared: &Shared,
+        ctx: &IngestContext,
         cursor: &mut Cursor,
         eof: bool,
     ) -> Result<(), End> {
         // One table and one arrival time for the whole read: nothing per message.
-        let table = shared.router.load_full();
+        let table = ctx.router.load_full();
         let arrived = Instant::now();
         loop {
             let decoded = if eof {
@@ -148,7 +148,7 @@ impl EmitterConnection {
                     let acked = self.ack == AckMode::Message
                         && message.origin() == logdist_wire::Origin::Ndjson;
                     let env = Envelope::arrived_at(message, arrived);
-                    self.route(shared, &table, cursor, env).await?;
+                    self.route(ctx, &table, cursor, env).await?;
                     if acked {
                         self.replies.extend_from_slice(ACK_OK);
                     }
@@ -156,25 +156,25 @@ impl EmitterConnection {
                 Decoded::Rejected(rejection) => self.reject(rejection),
             }
         }
-        self.flush_tally(shared);
+        self.flush_tally(ctx);
         Ok(())
     }
 
     async fn route(
         &mut self,
-        shared: &Shared,
+        ctx: &IngestContext,
         table: &RoutingTable,
         cursor: &mut Cursor,
         env: Envelope,
     ) -> Result<(), End> {
         self.tally.accepted_by_class[class_of(env.priority())] += 1;
-        let placed = match shared.router.place(table, cursor, env) {
+        let placed = match ctx.router.place(table, cursor, env) {
             Ok(placed) => Ok(placed),
             Err(env) => {
                 // Backpressure: this may wait long, so publish the counts first.
-                self.flush_tally(shared);
-                let give_up = shared.shutdown.hard_stop.cancelled();
-                shared.router.route_or_wait(cursor, env, give_up).await
+                self.flush_tally(ctx);
+                let give_up = ctx.shutdown.hard_stop.cancelled();
+                ctx.router.route_or_wait(cursor, env, give_up).await
             }
         };
         match placed {
@@ -189,9 +189,7 @@ impl EmitterConnection {
             }
             Err(env) => {
                 // Accepted, but the grace period ended before any analyzer had room.
-                shared
-                    .redelivery
-                    .dead_letter(env, Arc::from(SHUTDOWN_ERROR));
+                ctx.dead_letters.send(env, Arc::from(SHUTDOWN_ERROR));
                 Ok(())
             }
         }
@@ -218,19 +216,19 @@ impl EmitterConnection {
         result
     }
 
-    fn flush_tally(&mut self, shared: &Shared) {
+    fn flush_tally(&mut self, ctx: &IngestContext) {
         let t = &mut self.tally;
         for (class, n) in t.accepted_by_class.iter_mut().enumerate() {
             t.total_accepted += *n;
-            shared.stats.accepted_by_class[class].add(std::mem::take(n));
+            ctx.stats.accepted_by_class[class].add(std::mem::take(n));
         }
         for (reason, n) in RejectReason::ALL.into_iter().zip(&mut t.rejected) {
             t.total_rejected += *n;
-            shared.stats.reject(reason, std::mem::take(n));
+            ctx.stats.reject(reason, std::mem::take(n));
         }
-        shared.stats.routed.add(std::mem::take(&mut t.routed));
-        shared.stats.held.add(std::mem::take(&mut t.held));
-        shared.stats.diverted.add(std::mem::take(&mut t.diverted));
+        ctx.stats.routed.add(std::mem::take(&mut t.routed));
+        ctx.stats.held.add(std::mem::take(&mut t.held));
+        ctx.stats.diverted.add(std::mem::take(&mut t.diverted));
     }
 }
 

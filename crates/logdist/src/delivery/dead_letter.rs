@@ -19,6 +19,9 @@ use serde_json::value::RawValue;
 
 use crate::stats::Stats;
 
+/// Final error recorded for messages still held when the grace period ends.
+pub const SHUTDOWN_ERROR: &str = "shutdown";
+
 /// A message that could not be delivered, and why.
 struct DeadLetter {
     envelope: Envelope,

@@ -1,0 +1,39 @@
+//! What every analyzer connection of the delivery stage shares: the router
+//! it takes messages from, the directory it registers in, where failed
+//! messages go, the shutdown phases, and the settings of its session.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use logdist_router::Router;
+
+use super::directory::Directory;
+use super::redelivery::Redelivery;
+use crate::shutdown::Shutdown;
+use crate::stats::Stats;
+
+pub struct DeliveryContext {
+    pub router: Arc<Router>,
+    pub stats: Arc<Stats>,
+    pub directory: Arc<Directory>,
+    pub redelivery: Redelivery,
+    pub shutdown: Shutdown,
+    pub settings: SessionSettings,
+}
+
+/// How analyzer sessions behave (`[analyzers]` and `delivery.shutdown_grace`).
+#[derive(Clone, Copy, Debug)]
+pub struct SessionSettings {
+    /// Messages per priority level of one analyzer's queues.
+    pub queue_capacity: usize,
+    /// Messages written and not yet acknowledged, at most.
+    pub window: usize,
+    pub ack_timeout: Duration,
+    /// Between TCP probes of a connected static analyzer (zero: off).
+    pub probe_interval: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// How long draining may take: at shutdown, and for an analyzer removed
+    /// from the config.
+    pub drain_grace: Duration,
+}
