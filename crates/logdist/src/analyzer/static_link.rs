@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use logdist_net::Backoff;
 use logdist_wire::HandshakeDecoder;
-use rand::RngExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,9 @@ async fn keep_connected(
     removed: &CancellationToken,
 ) {
     let stop = &shared.shutdown.stop_accepting;
-    let mut failures: u32 = 0;
+    // "Full jitter", so analyzers that failed together do not all come back
+    // at the same instant.
+    let mut backoff = Backoff::new(shared.reconnect_min, shared.reconnect_max);
     loop {
         if stop.is_cancelled() || removed.is_cancelled() {
             return;
@@ -52,6 +54,7 @@ async fn keep_connected(
             _ = stop.cancelled() => return,
             _ = removed.cancelled() => return,
         };
+        let failures = backoff.failures();
         match connected {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -69,14 +72,13 @@ async fn keep_connected(
                 // The control stream starts at once: no handshake to read.
                 let reader = FramedRead::new(reader, HandshakeDecoder::new());
                 if attach(intro, reader, writer, shared, removed).await {
-                    failures = 0;
+                    backoff.reset();
                 }
             }
             Ok(Err(err)) => unreachable(shared, id, &config.address, failures, &err.to_string()),
             Err(_) => unreachable(shared, id, &config.address, failures, "connect timed out"),
         }
-        let delay = backoff(failures, shared.reconnect_min, shared.reconnect_max);
-        failures = failures.saturating_add(1);
+        let delay = backoff.fail();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => return,
@@ -95,15 +97,6 @@ fn unreachable(shared: &Shared, id: &Arc<str>, address: &str, failures: u32, rea
     }
 }
 
-/// "Full jitter": uniform in [0, min(max, min·2^failures)], so analyzers that
-/// failed together do not all come back at the same instant.
-fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    let ceiling = min
-        .checked_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
-        .map_or(max, |d| d.min(max));
-    rand::rng().random_range(Duration::ZERO..=ceiling)
-}
-
 /// Probes `address` every `interval` while the session runs; a probe that
 /// cannot connect ends the session as a failure.
 pub async fn probe(address: String, interval: Duration, state: Arc<AckState>) {
@@ -114,26 +107,5 @@ pub async fn probe(address: String, interval: Duration, state: Arc<AckState>) {
             Ok(Err(err)) => return state.close(format!("health probe to {address} failed: {err}")),
             Err(_) => return state.close(format!("health probe to {address} timed out")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter_below() {
-        let min = Duration::from_millis(100);
-        let max = Duration::from_secs(2);
-        for failures in 0..40 {
-            let ceiling = (min * 2u32.saturating_pow(failures.min(20))).min(max);
-            for _ in 0..50 {
-                assert!(backoff(failures, min, max) <= ceiling);
-            }
-        }
-        // Jitter: not always the ceiling.
-        let draws: std::collections::HashSet<Duration> =
-            (0..50).map(|_| backoff(10, min, max)).collect();
-        assert!(draws.len() > 1);
     }
 }
