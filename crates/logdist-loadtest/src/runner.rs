@@ -23,10 +23,11 @@ use crate::emitter::{self, EmitterConfig, EmitterShared, SizeModel};
 use crate::payload::{ChecksumKind, EmitterNaming};
 use crate::priority::PriorityPlan;
 use crate::profile::{AnalyzerGroup, Profile};
-use crate::ramp::{self, RampResult};
+use crate::ramp;
 use crate::recorder::{Percentiles, Recorder, new_histogram};
 use crate::report::{
-    AnalyzerRow, DistributorStats, EmitterRow, PriorityLatency, Summary, Throughput, Totals, shares,
+    AnalyzerRow, DistributorStats, EmitterRow, PriorityLatency, RampResult, Summary, Throughput,
+    Totals, shares,
 };
 use crate::timeline::{Progress, Sampler, TimelineRow};
 
