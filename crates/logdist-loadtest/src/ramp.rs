@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::harness::Harness;
 use crate::profile::RampSettings;
 use crate::recorder::Percentiles;
 use crate::report::{RampResult, RampStep};
-use crate::runner::Harness;
 
 /// Run the ramp within `budget` on a harness whose emitters are paused (rate 0).
 pub async fn run(h: &mut Harness, r: &RampSettings, budget: Duration) -> RampResult {
