@@ -6,9 +6,10 @@ use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 
+use crate::harness::RunOptions;
 use crate::payload::ChecksumKind;
 use crate::profile::{Profile, parse_duration, workspace_root};
-use crate::runner::{self, RunOptions};
+use crate::runner;
 
 /// Exit code when every invariant held.
 pub const EXIT_PASS: i32 = 0;

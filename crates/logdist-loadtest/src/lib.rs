@@ -10,6 +10,7 @@ mod chart;
 pub mod cli;
 mod distributor_process;
 mod emitter;
+mod harness;
 mod ledger;
 mod payload;
 mod priority;

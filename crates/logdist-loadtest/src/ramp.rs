@@ -4,86 +4,15 @@
 //! distributor backpressure). Between steps the emitters pause and the step's
 //! messages drain, so each step is judged on its own messages.
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::harness::Harness;
 use crate::profile::RampSettings;
 use crate::recorder::Percentiles;
-use crate::runner::Harness;
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RampStep {
-    pub step: usize,
-    pub target_rate: f64,
-    pub offered_rate: f64,
-    pub sent: u64,
-    pub lost: u64,
-    pub latency: Percentiles,
-    pub mb_per_s: f64,
-    pub generator_max_lag_ms: f64,
-    pub drain_secs: f64,
-    pub passed: bool,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RampResult {
-    pub steps: Vec<RampStep>,
-    /// The highest passing step.
-    pub best: Option<RampStep>,
-    pub stop_reason: String,
-    pub max_p99_ms: f64,
-}
-
-impl RampResult {
-    pub fn render_text(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{:<5} {:>12} {:>12} {:>8} {:>10} {:>10} {:>9} {:>8}  result",
-            "step", "target/s", "offered/s", "lost", "p50 ms", "p99 ms", "MB/s", "lag ms"
-        );
-        for st in &self.steps {
-            let _ = writeln!(
-                s,
-                "{:<5} {:>12.0} {:>12.0} {:>8} {:>10.3} {:>10.3} {:>9.1} {:>8.1}  {}",
-                st.step,
-                st.target_rate,
-                st.offered_rate,
-                st.lost,
-                st.latency.p50_us / 1000.0,
-                st.latency.p99_us / 1000.0,
-                st.mb_per_s,
-                st.generator_max_lag_ms,
-                if st.passed {
-                    "pass".to_string()
-                } else {
-                    format!("FAIL: {}", st.reason)
-                }
-            );
-        }
-        let _ = writeln!(s, "ramp stopped: {}", self.stop_reason);
-        match &self.best {
-            Some(b) => {
-                let _ = writeln!(
-                    s,
-                    "MAX SUSTAINED: {:.0} msg/s, {:.1} MB/s payload (zero loss, p99 {:.3} ms <= {:.1} ms)",
-                    b.offered_rate,
-                    b.mb_per_s,
-                    b.latency.p99_us / 1000.0,
-                    self.max_p99_ms
-                );
-            }
-            None => {
-                let _ = writeln!(s, "MAX SUSTAINED: none (no step passed)");
-            }
-        }
-        s
-    }
-}
+use crate::report::{RampResult, RampStep};
 
 /// Run the ramp within `budget` on a harness whose emitters are paused (rate 0).
 pub async fn run(h: &mut Harness, r: &RampSettings, budget: Duration) -> RampResult {

@@ -1,5 +1,5 @@
-//! The DESIGN's promise: shares exact to within 0.5 % over any 10,000
-//! consecutive messages from one connection.
+//! The routing promise: each analyzer's share of a connection's messages is
+//! its weight's share to within 0.5 % over any 10,000 consecutive messages.
 
 use logdist_router::{Cursor, WeightedTree};
 use proptest::prelude::*;

@@ -6,12 +6,12 @@
 //! * [`sources`]: which files (lists, globs);
 //! * [`tailer`]: reading and following files (rotation, truncation);
 //! * [`line_format`]: log line → NDJSON message;
-//! * [`connection`] and [`backoff`]: the TCP client and its retry delays;
+//! * [`connection`]: the TCP client (its retry delays are
+//!   [`logdist_net::Backoff`]);
 //! * [`checkpoint`]: where each file stands, for restarts;
 //! * [`shipper`]: the loop tying them together ([`run`]);
 //! * [`health`] and [`metrics`]: the probe and the periodic report.
 
-pub mod backoff;
 pub mod checkpoint;
 pub mod config;
 pub mod connection;

@@ -34,10 +34,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use logdist_net::Backoff;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
 use crate::checkpoint::{Checkpoint, Position};
 use crate::config::{Config, Mode, StartAt};
 use crate::connection::{Ack, Connection, encode_batch};

@@ -2,7 +2,7 @@
 //! CLI flags on top (see `cli.rs`), then validation.
 //!
 //! Every section and key has a working default, so an empty file (or no file)
-//! gives the layout of DESIGN.md: emitters on 8080, the shipper listener with
+//! gives this layout: emitters on 8080, the shipper listener with
 //! per-message acks on 9000, analyzers on 8081.
 
 use std::collections::BTreeMap;
@@ -406,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn design_example_parses() {
+    fn example_with_every_default_spelled_out_parses() {
         let text = r#"
 [[listeners]]
 address = "0.0.0.0:8080"

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use logdist_net::Backoff;
 use logdist_wire::HandshakeDecoder;
-use rand::RngExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +40,9 @@ async fn keep_connected(
     removed: &CancellationToken,
 ) {
     let stop = &ctx.shutdown.stop_accepting;
-    let mut failures: u32 = 0;
+    // "Full jitter", so analyzers that failed together do not all come back
+    // at the same instant.
+    let mut backoff = Backoff::new(ctx.settings.reconnect_min, ctx.settings.reconnect_max);
     loop {
         if stop.is_cancelled() || removed.is_cancelled() {
             return;
@@ -50,6 +52,7 @@ async fn keep_connected(
             _ = stop.cancelled() => return,
             _ = removed.cancelled() => return,
         };
+        let failures = backoff.failures();
         match connected {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -67,7 +70,7 @@ async fn keep_connected(
                 // The control stream starts at once: no handshake to read.
                 let reader = FramedRead::new(reader, HandshakeDecoder::new());
                 if attach(intro, reader, writer, ctx, removed).await {
-                    failures = 0;
+                    backoff.reset();
                 }
             }
             Ok(Err(err)) => unreachable(
@@ -85,12 +88,7 @@ async fn keep_connected(
                 "connect timed out",
             ),
         }
-        let delay = backoff(
-            failures,
-            ctx.settings.reconnect_min,
-            ctx.settings.reconnect_max,
-        );
-        failures = failures.saturating_add(1);
+        let delay = backoff.fail();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => return,
@@ -106,35 +104,5 @@ fn unreachable(directory: &Directory, id: &Arc<str>, address: &str, failures: u3
         tracing::warn!(analyzer = %id, address, reason, "static analyzer unreachable; retrying with backoff");
     } else {
         tracing::debug!(analyzer = %id, address, reason, failures, "static analyzer still unreachable");
-    }
-}
-
-/// "Full jitter": uniform in [0, min(max, min·2^failures)], so analyzers that
-/// failed together do not all come back at the same instant.
-fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    let ceiling = min
-        .checked_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
-        .map_or(max, |d| d.min(max));
-    rand::rng().random_range(Duration::ZERO..=ceiling)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter_below() {
-        let min = Duration::from_millis(100);
-        let max = Duration::from_secs(2);
-        for failures in 0..40 {
-            let ceiling = (min * 2u32.saturating_pow(failures.min(20))).min(max);
-            for _ in 0..50 {
-                assert!(backoff(failures, min, max) <= ceiling);
-            }
-        }
-        // Jitter: not always the ceiling.
-        let draws: std::collections::HashSet<Duration> =
-            (0..50).map(|_| backoff(10, min, max)).collect();
-        assert!(draws.len() > 1);
     }
 }

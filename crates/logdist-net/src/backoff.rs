@@ -1,8 +1,12 @@
 //! Exponential backoff with full jitter: before attempt n (n = 1 after the
-//! first failure) wait a random time in [0, min(max, initial * 2^(n-1))].
+//! first failure) wait a random time in [0, min(max, initial * 2^(n-1))]
+//! (the doubling stops at 2^30). Drawing the whole wait at random keeps
+//! clients that failed together from all coming back at the same instant.
 
 use std::time::Duration;
 
+/// Reconnect delays for one peer: [`fail`](Backoff::fail) after each failed
+/// attempt, [`reset`](Backoff::reset) once a connection has done its job.
 #[derive(Clone, Debug)]
 pub struct Backoff {
     initial: Duration,
@@ -11,6 +15,8 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// The first wait is at most `initial`, each further one at most twice the
+    /// last, never above `max` (taken as `initial` if it is smaller).
     pub fn new(initial: Duration, max: Duration) -> Backoff {
         Backoff {
             initial,
@@ -24,7 +30,8 @@ impl Backoff {
         self.failures
     }
 
-    /// The ceiling of the next wait, without jitter.
+    /// The ceiling, without jitter, of the wait the last [`fail`](Backoff::fail)
+    /// drew (before any failure: of the first wait).
     pub fn ceiling(&self) -> Duration {
         let exp = self.failures.saturating_sub(1).min(30);
         self.initial.saturating_mul(1 << exp).min(self.max)
@@ -37,6 +44,7 @@ impl Backoff {
         Duration::from_secs_f64(rand::random_range(0.0..=ceiling))
     }
 
+    /// Forgets the failures: the next wait is at most `initial` again.
     pub fn reset(&mut self) {
         self.failures = 0;
     }

@@ -1,0 +1,410 @@
+//! The simulated world of a run: start logdist (or use --target), connect the
+//! analyzers, start the emitters, and then wait, sample the timeline every
+//! second, drain, settle and tear down as the runner (or the ramp) asks.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::analyzer::{self, AnalyzerCommand, AnalyzerContext, AnalyzerHandle};
+use crate::distributor_process::{self, DistributorProcess, log_tail};
+use crate::emitter::{self, EmitterConfig, EmitterShared, SizeModel};
+use crate::payload::{ChecksumKind, EmitterNaming};
+use crate::priority::PriorityPlan;
+use crate::profile::{AnalyzerGroup, Profile};
+use crate::recorder::Recorder;
+use crate::report::DistributorStats;
+use crate::timeline::{Progress, Sampler, TimelineRow};
+
+/// Upper bound on the quiet period after the final drain.
+const SETTLE_MAX: Duration = Duration::from_secs(10);
+
+/// Everything a run needs besides the profile.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub profile: Profile,
+    pub profile_source: String,
+    /// How long emitters send (the profile's duration unless shortened).
+    pub duration: Duration,
+    /// Use an already running distributor: (emitter address, analyzer address).
+    pub target: Option<(SocketAddr, SocketAddr)>,
+    pub logdist_bin: Option<PathBuf>,
+    /// Parent of the per-run results directory.
+    pub results_root: PathBuf,
+    pub checksum: ChecksumKind,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+/// The simulated world of a run, set up and ready to send.
+pub struct Harness {
+    pub profile: Profile,
+    pub duration: Duration,
+    pub results_dir: PathBuf,
+    pub distributor: Option<DistributorProcess>,
+    pub emitter_addr: SocketAddr,
+    pub analyzer_addr: SocketAddr,
+    pub recorder: Arc<Recorder>,
+    pub analyzers: Vec<AnalyzerHandle>,
+    pub analyzer_settings: Vec<AnalyzerGroup>,
+    pub emitters: Vec<Arc<EmitterShared>>,
+    pub emitter_ids: Vec<String>,
+    emitter_tasks: Vec<JoinHandle<()>>,
+    stop_emitters: CancellationToken,
+    pub epoch: Instant,
+    sampler: Sampler,
+    next_sample: Instant,
+    pub timeline: Vec<TimelineRow>,
+    progress: Progress,
+    pub aborted: Option<String>,
+    pub naming: EmitterNaming,
+    /// Cancelled on Ctrl-C: the run stops early but still stops logdist and reports.
+    interrupted: CancellationToken,
+    pub interrupted_note: Option<String>,
+}
+
+/// Create `<root>/<profile>-<UTC time>/` (with a suffix if it exists).
+fn create_results_dir(root: &Path, profile: &str) -> Result<PathBuf, String> {
+    // Absolute, because logdist runs with the results directory as its cwd.
+    let root = &std::path::absolute(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace(':', "-");
+    std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    for n in 0..1000 {
+        let name = if n == 0 {
+            format!("{profile}-{stamp}")
+        } else {
+            format!("{profile}-{stamp}-{n}")
+        };
+        let dir = root.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
+    }
+    Err("cannot find a free results directory name".into())
+}
+
+impl Harness {
+    /// Start (or find) the distributor, connect analyzers and emitters. The
+    /// emitters start sending at `rate_per_emitter` right away (0 = paused).
+    pub async fn setup(opts: &RunOptions, rate_per_emitter: f64) -> Result<Harness, String> {
+        enum Target {
+            Running(SocketAddr, SocketAddr),
+            Start(PathBuf),
+        }
+        let profile = opts.profile.clone();
+        // Find the binary before creating anything, so a missing one fails cleanly.
+        let target = match opts.target {
+            Some((e, a)) => Target::Running(e, a),
+            None => Target::Start(distributor_process::find_binary(
+                opts.logdist_bin.as_deref(),
+            )?),
+        };
+        let results_dir = create_results_dir(&opts.results_root, &profile.name)?;
+
+        let (distributor, emitter_addr, analyzer_addr, max_frame_bytes) = match target {
+            Target::Running(e, a) => (None, e, a, 1024 * 1024),
+            Target::Start(bin) => {
+                let (text, _) = distributor_process::read_config(&profile.distributor_config)?;
+                let cfg = distributor_process::write_run_config(&text, &results_dir)?;
+                let max_frame = cfg.max_frame_bytes;
+                let d = DistributorProcess::start(&bin, cfg, &results_dir, Duration::from_secs(15))
+                    .await?;
+                let (e, a) = (d.emitter_addr, d.analyzer_addr);
+                (Some(d), e, a, max_frame)
+            }
+        };
+
+        let settings = profile.analyzer_list();
+        let recorder = Arc::new(Recorder::new(profile.emitters.count, settings.len()));
+        let run_tag = (opts.seed as u32)
+            ^ (SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u32)
+                .unwrap_or(0));
+        let naming = EmitterNaming::new(run_tag, profile.emitters.count);
+        let plan = PriorityPlan::new(&profile.emitters.priority, opts.seed);
+        let ctx = AnalyzerContext {
+            target: analyzer_addr,
+            recorder: recorder.clone(),
+            checksum: opts.checksum,
+            naming: naming.clone(),
+            plan: plan.clone(),
+            max_frame_bytes,
+            hello_id_prefix: format!("lt{run_tag:08x}-a"),
+            connect_timeout: Duration::from_secs(10),
+        };
+        let analyzers: Vec<AnalyzerHandle> = settings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| analyzer::spawn(i, s.clone(), ctx.clone()))
+            .collect();
+
+        let mut harness_distributor = distributor;
+        // Wait until every analyzer has connected and said hello.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if analyzers
+                .iter()
+                .all(|a| a.status.connected.load(Ordering::Acquire))
+            {
+                break;
+            }
+            let errors = recorder.lock().protocol_errors.clone();
+            if !errors.is_empty() {
+                return Err(format!(
+                    "analyzers could not connect: {}",
+                    errors.join("; ")
+                ));
+            }
+            if let Some(d) = harness_distributor.as_mut()
+                && let Some(status) = d.exited()
+            {
+                return Err(format!(
+                    "logdist exited ({status}) while analyzers connected; last lines of {}:\n{}",
+                    d.log_path.display(),
+                    log_tail(&d.log_path, 20)
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "analyzers did not all connect to {analyzer_addr} within 15 s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(profile.settle).await;
+
+        let mut streams = Vec::with_capacity(profile.emitters.count);
+        for i in 0..profile.emitters.count {
+            let s = TcpStream::connect(emitter_addr)
+                .await
+                .map_err(|e| format!("emitter {i} cannot connect to {emitter_addr}: {e}"))?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            streams.push(s);
+        }
+        let sizes = SizeModel::new(&profile.emitters.size)?;
+        let stop_emitters = CancellationToken::new();
+        let epoch = Instant::now() + Duration::from_millis(50);
+        recorder.set_epoch(epoch.into_std());
+        let n = profile.emitters.count as u32;
+        let tick = profile.emitters.tick;
+        let mut emitters = Vec::new();
+        let mut emitter_tasks = Vec::new();
+        let mut emitter_ids = Vec::new();
+        for (i, stream) in streams.into_iter().enumerate() {
+            let shared = Arc::new(EmitterShared::with_rate(rate_per_emitter));
+            let cfg = EmitterConfig {
+                index: i as u32,
+                id: naming.id(i),
+                checksum: opts.checksum,
+                plan: plan.clone(),
+                sizes: sizes.clone(),
+                tick,
+                seed: opts.seed,
+            };
+            emitter_ids.push(cfg.id.clone());
+            // Spread the emitters' ticks evenly over one tick.
+            let start = epoch + tick * i as u32 / n;
+            emitter_tasks.push(tokio::spawn(emitter::run(
+                cfg,
+                shared.clone(),
+                stream,
+                start,
+                stop_emitters.child_token(),
+            )));
+            emitters.push(shared);
+        }
+        let interrupted = CancellationToken::new();
+        let on_ctrl_c = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                on_ctrl_c.cancel();
+            }
+        });
+        let mut sampler =
+            Sampler::new(analyzers.len(), harness_distributor.as_ref().map(|d| d.pid));
+        sampler.restart_meters();
+        Ok(Harness {
+            duration: opts.duration,
+            results_dir,
+            distributor: harness_distributor,
+            emitter_addr,
+            analyzer_addr,
+            recorder,
+            analyzers,
+            analyzer_settings: settings,
+            emitters,
+            emitter_ids,
+            emitter_tasks,
+            stop_emitters,
+            epoch,
+            sampler,
+            next_sample: epoch + Duration::from_secs(1),
+            timeline: Vec::new(),
+            progress: Progress::new(opts.progress),
+            aborted: None,
+            naming,
+            interrupted,
+            interrupted_note: None,
+            profile,
+        })
+    }
+
+    /// False once a logdist we started has exited (true with --target).
+    pub fn distributor_alive(&mut self) -> bool {
+        self.distributor
+            .as_mut()
+            .is_none_or(|d| d.exited().is_none())
+    }
+
+    pub fn sent(&self) -> Vec<u64> {
+        self.emitters.iter().map(|e| e.sent()).collect()
+    }
+
+    pub fn all_received(&self) -> bool {
+        self.recorder.all_received(&self.sent())
+    }
+
+    fn sample(&mut self, phase: &str) {
+        let t = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_secs_f64();
+        let row = self
+            .sampler
+            .sample(t, phase, &self.emitters, &self.recorder);
+        // The closing sample covers a fraction of a second: its rates would mislead.
+        if phase != "end" {
+            self.progress.show(&row, self.duration);
+        }
+        self.timeline.push(row);
+    }
+
+    /// Wait until `deadline` or until `done` holds, sampling the timeline every
+    /// second. Returns whether `done` held. Stops early (false) if the
+    /// distributor dies.
+    pub async fn wait_until(
+        &mut self,
+        deadline: Instant,
+        phase: &str,
+        done: impl Fn(&Harness) -> bool,
+    ) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.aborted.is_some() {
+                return false;
+            }
+            // Ctrl-C ends the sending phases early; drains (and the settle
+            // after the final drain) still run so the report is exact for what
+            // was sent.
+            if self.interrupted.is_cancelled() && !phase.ends_with("drain") && phase != "settle" {
+                self.interrupted_note = Some("interrupted (Ctrl-C): stopped sending early".into());
+                return false;
+            }
+            if let Some(d) = self.distributor.as_mut()
+                && let Some(status) = d.exited()
+            {
+                self.aborted = Some(format!(
+                    "logdist exited ({status}) during the run; last lines of {}:\n{}",
+                    d.log_path.display(),
+                    log_tail(&d.log_path, 20)
+                ));
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            if now >= self.next_sample {
+                self.sample(phase);
+                while self.next_sample <= now {
+                    self.next_sample += Duration::from_secs(1);
+                }
+            }
+            let wake = deadline
+                .min(self.next_sample)
+                .min(now + Duration::from_millis(20));
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+
+    /// Stop all emitters (their sent counts are then final).
+    pub async fn stop_emitters(&mut self) {
+        self.stop_emitters.cancel();
+        for t in self.emitter_tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+
+    /// After the emitters stopped: wait for everything sent to arrive.
+    pub async fn drain(&mut self, timeout: Duration) -> (bool, f64) {
+        let t0 = Instant::now();
+        let ok = self
+            .wait_until(t0 + timeout, "drain", |h| h.all_received())
+            .await;
+        (ok, t0.elapsed().as_secs_f64())
+    }
+
+    /// After a successful drain: stay quiet for a while with the analyzers still
+    /// reading and committing, so late redeliveries (duplicates) show up before
+    /// teardown. max(1 s, 5 × the largest ack_idle), at most `SETTLE_MAX`.
+    pub async fn settle(&mut self) {
+        let largest_ack_idle = self
+            .analyzer_settings
+            .iter()
+            .map(|a| a.ack_idle)
+            .max()
+            .unwrap_or_default();
+        let quiet = (largest_ack_idle * 5)
+            .max(Duration::from_secs(1))
+            .min(SETTLE_MAX);
+        self.wait_until(Instant::now() + quiet, "settle", |_| false)
+            .await;
+    }
+
+    /// Stop analyzers (they ack what they hold) and then the distributor.
+    pub async fn teardown(&mut self) -> Option<DistributorStats> {
+        // A last sample so the timeline ends with the final state.
+        self.sample("end");
+        self.progress.finish();
+        for a in &self.analyzers {
+            a.send(AnalyzerCommand::Stop);
+        }
+        for a in &mut self.analyzers {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut a.task).await;
+        }
+        let d = self.distributor.take()?;
+        let peak_rss_mib = d.peak_rss().map(|b| b as f64 / (1024.0 * 1024.0));
+        let pid = d.pid;
+        let log = d.log_path.display().to_string();
+        let config = d.config.path.display().to_string();
+        let dead_letters = d.config.dead_letter_path.display().to_string();
+        let stop = d.stop().await;
+        Some(DistributorStats {
+            pid,
+            cpu_avg_pct: self.sampler.distributor_cpu_average(),
+            cpu_peak_pct: self.sampler.distributor_cpu_peak,
+            peak_rss_mib,
+            stop,
+            log,
+            config,
+            dead_letters,
+        })
+    }
+
+    pub fn own_cpu_average(&self) -> Option<f64> {
+        self.sampler.own_cpu_average()
+    }
+}
