@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use logdist_wire::NdjsonLineDecoder;
+use logdist_wire::{ErrorCode, NdjsonLineDecoder, RejectReason};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -24,43 +24,65 @@ pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ack {
     Ok,
-    /// Rejected, with the server's sentence.
-    Error(String),
-    /// The server announces it is closing the connection (e.g. a binary or
-    /// gzip frame longer than its `max_frame_bytes`): this reply answers no
-    /// particular line, and nothing outstanding was taken; it is all resent
-    /// on the next connection.
+    /// Rejected. `code` is the reply's `reason` (`None` when it has none, as
+    /// from the seed server, or one this version does not know: then it is a
+    /// rejection of one line); `message` is the server's sentence, for logs only.
+    Error {
+        code: Option<ErrorCode>,
+        message: String,
+    },
+    /// The server announces it is closing the connection (reason
+    /// `bad_frame_length`, e.g. a binary or gzip frame longer than its
+    /// `max_frame_bytes`): this reply answers no particular line, and nothing
+    /// outstanding was taken; it is all resent on the next connection.
     Closing(String),
 }
 
 impl Ack {
-    /// Parses a reply line (`{"status":"ok",...}` / `{"status":"error","message":...}`).
+    /// Parses a reply line (`{"status":"ok",...}` /
+    /// `{"status":"error","reason":...,"message":...}`). Only `status` and
+    /// `reason` decide; the wording of `message` never does.
     pub fn parse(line: &[u8]) -> Ack {
         #[derive(Deserialize)]
         struct Reply {
             status: String,
             #[serde(default)]
+            reason: Option<String>,
+            #[serde(default)]
             message: Option<String>,
         }
         let line = line.trim_ascii();
-        match serde_json::from_slice::<Reply>(line) {
-            Ok(reply) if reply.status.eq_ignore_ascii_case("ok") => Ack::Ok,
-            Ok(Reply {
-                message: Some(message),
-                ..
-            }) if message.trim_end().ends_with("closing connection") => Ack::Closing(message),
-            Ok(reply) => Ack::Error(reply.message.unwrap_or(reply.status)),
-            Err(_) => Ack::Error(format!(
-                "unreadable reply: {}",
-                String::from_utf8_lossy(line)
-            )),
+        let reply = match serde_json::from_slice::<Reply>(line) {
+            Ok(reply) => reply,
+            Err(_) => {
+                return Ack::Error {
+                    code: None,
+                    message: format!("unreadable reply: {}", String::from_utf8_lossy(line)),
+                };
+            }
+        };
+        if reply.status.eq_ignore_ascii_case("ok") {
+            return Ack::Ok;
+        }
+        let code = reply.reason.as_deref().and_then(ErrorCode::from_code);
+        let message = reply.message.or(reply.reason).unwrap_or(reply.status);
+        match code {
+            Some(ErrorCode::BadFrameLength) => Ack::Closing(message),
+            code => Ack::Error { code, message },
         }
     }
 
     /// An error reply that stands for a whole gzip frame, not one line.
     pub fn rejects_whole_frame(&self) -> bool {
-        matches!(self, Ack::Error(m)
-            if m.starts_with("corrupt gzip frame") || m.starts_with("gzip frame decompresses"))
+        matches!(
+            self,
+            Ack::Error {
+                code: Some(ErrorCode::Rejected(
+                    RejectReason::CorruptGzip | RejectReason::GzipTooLarge
+                )),
+                ..
+            }
+        )
     }
 }
 
@@ -162,6 +184,13 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    fn error(code: Option<ErrorCode>, message: &str) -> Ack {
+        Ack::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
     #[test]
     fn parses_replies() {
         assert_eq!(
@@ -172,20 +201,67 @@ mod tests {
             Ack::parse(b"{\"status\": \"ok\", \"message\": \"received\"}"),
             Ack::Ok
         );
-        let e = Ack::parse(br#"{"status":"error","message":"invalid JSON: x"}"#);
-        assert_eq!(e, Ack::Error("invalid JSON: x".into()));
-        assert!(!e.rejects_whole_frame());
-        assert!(
-            Ack::parse(br#"{"status":"error","message":"corrupt gzip frame: bad"}"#)
-                .rejects_whole_frame()
+        let e = Ack::parse(
+            br#"{"status":"error","reason":"invalid_json","message":"invalid JSON: x"}"#,
         );
-        assert!(matches!(Ack::parse(b"garbage"), Ack::Error(m) if m.contains("garbage")));
-        assert!(matches!(Ack::parse(b"caf\xe9"), Ack::Error(m) if m.contains("caf")));
+        let invalid_json = Some(ErrorCode::Rejected(RejectReason::InvalidJson));
+        assert_eq!(e, error(invalid_json, "invalid JSON: x"));
+        assert!(!e.rejects_whole_frame());
+        for code in ["corrupt_gzip", "gzip_too_large"] {
+            let reply = format!(r#"{{"status":"error","reason":"{code}","message":"m"}}"#);
+            assert!(Ack::parse(reply.as_bytes()).rejects_whole_frame(), "{code}");
+        }
+        assert!(
+            matches!(Ack::parse(b"garbage"), Ack::Error { code: None, message } if message.contains("garbage"))
+        );
+        assert!(
+            matches!(Ack::parse(b"caf\xe9"), Ack::Error { code: None, message } if message.contains("caf"))
+        );
         let closing = Ack::parse(
-            br#"{"status":"error","message":"binary frame length 9999999 outside 5..=1048576; closing connection"}"#,
+            br#"{"status":"error","reason":"bad_frame_length","message":"binary frame length 9999999 outside 5..=1048576; closing connection"}"#,
         );
         assert!(matches!(&closing, Ack::Closing(m) if m.starts_with("binary frame length")));
         assert!(!closing.rejects_whole_frame());
+        // The field order does not matter, nor does the message.
+        assert_eq!(
+            Ack::parse(br#"{"message":"bye","status":"error","reason":"bad_frame_length"}"#),
+            Ack::Closing("bye".into())
+        );
+    }
+
+    #[test]
+    fn the_reason_decides_never_the_wording() {
+        // Per-line rejections that merely say "closing connection".
+        let said_closing = "binary frame length 9999999 outside 5..=1048576; closing connection";
+        let reply =
+            format!(r#"{{"status":"error","reason":"invalid_json","message":"{said_closing}"}}"#);
+        assert_eq!(
+            Ack::parse(reply.as_bytes()),
+            error(
+                Some(ErrorCode::Rejected(RejectReason::InvalidJson)),
+                said_closing
+            )
+        );
+        // The seed server sends no reason: a per-line rejection, whatever it says.
+        let seed = format!(r#"{{"status":"error","message":"{said_closing}"}}"#);
+        assert_eq!(Ack::parse(seed.as_bytes()), error(None, said_closing));
+        let seed_gzip = Ack::parse(br#"{"status":"error","message":"corrupt gzip frame: bad"}"#);
+        assert_eq!(seed_gzip, error(None, "corrupt gzip frame: bad"));
+        assert!(!seed_gzip.rejects_whole_frame());
+        // A code this version does not know: also one line.
+        let unknown = Ack::parse(
+            br#"{"status":"error","reason":"from_the_future","message":"closing connection"}"#,
+        );
+        assert_eq!(unknown, error(None, "closing connection"));
+        // No message: the reason (or the status) stands in for it in logs.
+        assert_eq!(
+            Ack::parse(br#"{"status":"error","reason":"bad_priority"}"#),
+            error(
+                Some(ErrorCode::Rejected(RejectReason::BadPriority)),
+                "bad_priority"
+            )
+        );
+        assert_eq!(Ack::parse(br#"{"status":"error"}"#), error(None, "error"));
     }
 
     /// A fake server on 127.0.0.1 that writes `replies` to the first client,
@@ -244,7 +320,9 @@ mod tests {
             acks.push(conn.next_ack().await.unwrap());
         }
         assert_eq!(acks[0], Ack::Ok);
-        assert!(matches!(&acks[1], Ack::Error(m) if m.starts_with("unreadable reply")));
+        assert!(
+            matches!(&acks[1], Ack::Error { code: None, message } if message.starts_with("unreadable reply"))
+        );
         assert_eq!(acks[2], Ack::Ok);
         server.abort();
     }

@@ -695,11 +695,12 @@ impl Shipper {
             self.inflight_bytes -= wire_len(&pending.line.message);
             let ok = ack == Ack::Ok;
             self.metrics.acked(ok, now - pending.sent_at);
-            if let Ack::Error(reason) = &ack {
+            if let Ack::Error { code, message } = &ack {
                 let rejected = self.metrics.total.failed;
                 let file = &self.keys[pending.line.source];
                 if rejected <= LOGGED_REJECTIONS {
-                    tracing::warn!(%file, end_offset = pending.line.end, %reason, "line rejected by the server");
+                    let code = code.map_or("none", |code| code.as_str());
+                    tracing::warn!(%file, end_offset = pending.line.end, code, reason = %message, "line rejected by the server");
                     if rejected == LOGGED_REJECTIONS {
                         tracing::warn!("further rejections are counted, not logged");
                     }

@@ -294,6 +294,85 @@ async fn a_server_that_keeps_closing_on_the_same_line_makes_the_run_give_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_that_says_closing_connection_is_still_one_rejected_line() {
+    // Only the reply's `reason` says the server closes; these all reject one
+    // line, whatever their message says.
+    const SAID_CLOSING: [&str; 3] = [
+        // logdist's reason for a bad line, with a message in the close's words.
+        r#"{"status":"error","reason":"invalid_json","message":"frame length 9 outside 5..=4; closing connection"}"#,
+        // The seed server sends no reason at all.
+        r#"{"status":"error","message":"rejected; closing connection"}"#,
+        // A reason this shipper does not know.
+        r#"{"status":"error","reason":"not_yet_invented","message":"closing connection"}"#,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = lines_file(&dir, 100);
+    let bad = want.iter().filter(|l| l.contains("free-form")).count();
+    assert_eq!(bad, 10);
+    for reply in SAID_CLOSING {
+        for compress in [false, true] {
+            let server = FakeServer::start(Arc::new(move |_, _, line| {
+                Some(if line.contains("free-form") {
+                    Reply::Raw(reply)
+                } else {
+                    Reply::Ok
+                })
+            }))
+            .await;
+            let mut config = ship_config(&[&file], server.addr);
+            config.batch_size = 8;
+            config.compress = compress;
+            let summary = within("run", logdist_ship::run(config, std::future::pending()))
+                .await
+                .unwrap();
+            let context = format!("{reply} compress={compress}: {summary}");
+            assert_eq!((summary.rejected, summary.shipped), (10, 90), "{context}");
+            assert_eq!((summary.resent, summary.exit_code()), (0, 1), "{context}");
+            assert!(!summary.stuck, "{context}");
+            // One connection, each line seen once: nothing was resent.
+            assert_eq!(
+                server.connections.load(std::sync::atomic::Ordering::SeqCst),
+                1,
+                "{context}"
+            );
+            let seen: Vec<String> = server.seen().into_iter().map(|s| s.line).collect();
+            assert_exactly_once(&seen, &want);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_is_known_by_its_reason_whatever_its_message_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, want) = lines_file(&dir, 100);
+    for compress in [false, true] {
+        // The first connection acks 3 lines, then closes with the close's
+        // reason but none of its usual words.
+        let server = FakeServer::start(Arc::new(|conn, n, _| {
+            Some(if conn == 0 && n == 3 {
+                Reply::RawThenClose(
+                    r#"{"status":"error","reason":"bad_frame_length","message":"too big, bye"}"#,
+                )
+            } else {
+                Reply::Ok
+            })
+        }))
+        .await;
+        let mut config = ship_config(&[&file], server.addr);
+        config.batch_size = 10;
+        config.compress = compress;
+        let summary = within("run", logdist_ship::run(config, std::future::pending()))
+            .await
+            .unwrap();
+        // The reply took no line: nothing rejected, the rest resent and acked.
+        assert_eq!((summary.rejected, summary.shipped), (0, 100), "{summary}");
+        assert_eq!(summary.exit_code(), 0, "{summary}");
+        assert!(summary.resent > 0, "{summary}");
+        assert_exactly_once(&server.acked_ok(), &want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_seen_while_a_write_is_blocked() {
     // A server that accepts and never reads: the shipper's writes block.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -434,3 +434,48 @@ async fn reconnect_after_the_server_restarts_delivers_everything() {
     eprintln!("server restart: {duplicates} duplicates, {summary}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_frame_over_max_frame_bytes_is_resent_one_line_per_frame() {
+    // logdist answers a frame longer than its max_frame_bytes with a
+    // `bad_frame_length` reply and closes; the shipper resends, then sends
+    // those lines one per frame, uncompressed.
+    let server = Logdist::start_with("127.0.0.1:0".parse().unwrap(), |c| {
+        c.limits.max_frame_bytes = 1024;
+    })
+    .await;
+    let analyzer = Analyzer::connect(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.log");
+    let mut lines = log_lines("big", 0, 40);
+    // Hex noise does not compress below 1024 bytes.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let noise: String = (0..4000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from_digit((state % 16) as u32, 16).unwrap()
+        })
+        .collect();
+    lines[15] = format!("2024-01-15 08:00:00 INFO noise {noise}");
+    append(&file, &lines);
+
+    let mut config = ship_config(&[&file], server.shipper_addr);
+    config.compress = true;
+    config.batch_size = 10;
+    let summary = within("run", logdist_ship::run(config, std::future::pending()))
+        .await
+        .unwrap();
+    assert_eq!(summary.exit_code(), 0, "{summary}");
+    assert_eq!((summary.shipped, summary.rejected), (40, 0), "{summary}");
+    assert!(summary.resent > 0, "{summary}");
+
+    let want = expected(&lines);
+    analyzer.wait_for(want.len()).await;
+    assert_exactly_once(&analyzer.payloads(), &want);
+    let stats = server.shutdown().await;
+    // Twice or more on the same lines, then they went one per frame (how
+    // often depends on where batches fell before).
+    assert!(stats.bad_length_closes >= 2, "{stats:?}");
+}

@@ -63,7 +63,8 @@ fn acks_default() -> bool {
     true
 }
 
-/// Why a handshake was refused; the message is sent back in `error_reply`.
+/// Why a handshake was refused; the message is sent back in `error_reply`,
+/// with [`HandshakeError::code`] as its reason.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     #[error("hello line exceeds {MAX_JSON_LINE_BYTES} bytes")]
@@ -141,23 +142,6 @@ impl Decoder for HandshakeDecoder {
 /// The distributor's reply to an accepted JSON hello.
 pub fn hello_ok() -> &'static [u8] {
     b"{\"status\":\"ok\"}\n"
-}
-
-/// A `{"status":"error","message":...}` line: the reply to a refused JSON hello
-/// (the distributor then closes) and to a rejected message on an acking listener.
-pub fn error_reply(message: &str) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct ErrorReply<'a> {
-        status: &'static str,
-        message: &'a str,
-    }
-    let mut reply = serde_json::to_vec(&ErrorReply {
-        status: "error",
-        message,
-    })
-    .expect("a struct of strings always serializes");
-    reply.push(b'\n');
-    reply
 }
 
 /// What an analyzer tells the distributor after the handshake.
@@ -427,16 +411,27 @@ mod tests {
     }
 
     #[test]
+    fn refused_hellos_have_their_codes() {
+        let code = |input: &[u8]| handshake(input).unwrap_err().code().as_str();
+        assert_eq!(code(b"{\"id\":\"\",\"weight\":1}\n"), "bad_id");
+        assert_eq!(code(b"{\"id\":\"a\",\"weight\":-0.5}\n"), "bad_weight");
+        assert_eq!(code(b"{\"id\":\"a\"}\n"), "bad_handshake");
+        assert_eq!(
+            code(b"{\"id\":\"a\",\"id\":\"b\",\"weight\":1}\n"),
+            "bad_handshake"
+        );
+        assert_eq!(code(b"{not json}\n"), "bad_handshake");
+        assert_eq!(code(&[b'{'; 5000]), "hello_too_long");
+        assert_eq!(code(&(-1.0f32).to_be_bytes()), "bad_weight");
+        let eof = HandshakeDecoder::new()
+            .decode_eof(&mut BytesMut::from(&b"{\"id\":"[..]))
+            .unwrap_err();
+        assert_eq!(eof.code().as_str(), "bad_handshake");
+    }
+
+    #[test]
     fn reply_bytes() {
         assert_eq!(hello_ok(), b"{\"status\":\"ok\"}\n");
-        assert_eq!(
-            error_reply("bad weight"),
-            b"{\"status\":\"error\",\"message\":\"bad weight\"}\n"
-        );
-        assert_eq!(
-            error_reply("quote \" and\nnewline"),
-            b"{\"status\":\"error\",\"message\":\"quote \\\" and\\nnewline\"}\n"
-        );
     }
 
     #[test]

@@ -19,10 +19,11 @@ mod message;
 mod ndjson;
 mod outbound;
 mod reject;
+mod reply;
 
 pub use analyzer::{
     AnalyzerFormat, Control, ControlError, Handshake, HandshakeDecoder, HandshakeError, Hello,
-    JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok, seed_ack_word, seed_handshake,
+    JsonControlDecoder, SeedControlDecoder, hello_ok, seed_ack_word, seed_handshake,
     seed_weight_word,
 };
 pub use frame::{FrameDecoder, FrameError, encode_frame};
@@ -33,3 +34,4 @@ pub use message::{FRAME_HEADER_LEN, Message, Origin};
 pub use ndjson::{DEFAULT_LEVELS, DEFAULT_PRIORITY, PriorityTable, ndjson_priority};
 pub use outbound::OutboundBatch;
 pub use reject::{RejectReason, Rejection};
+pub use reply::{ErrorCode, error_reply};

@@ -1,12 +1,13 @@
 //! Why an input message was refused.
 //!
 //! A rejection is an *outcome*, not an error: the connection it came from goes
-//! on. The reason is a closed set so it can label a counter; the detail is the
-//! sentence an emitter reads in its `{"status":"error","message":...}` reply.
+//! on. The reason is a closed set so it can label a counter and be the `reason`
+//! code of the emitter's `{"status":"error","reason":...,"message":...}` reply
+//! (see [`crate::ErrorCode`]); the detail is that reply's `message`.
 
 use std::fmt;
 
-/// What was wrong with a rejected message, as a metric label.
+/// What was wrong with a rejected message, as a metric label and reply code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RejectReason {
     /// The line is not JSON at all.
@@ -37,7 +38,8 @@ impl RejectReason {
         RejectReason::Truncated,
     ];
 
-    /// The snake_case label used in metrics and stats.
+    /// The snake_case label used in metrics and stats, and as the `reason` of
+    /// the error reply.
     pub fn as_str(&self) -> &'static str {
         match self {
             RejectReason::InvalidJson => "invalid_json",

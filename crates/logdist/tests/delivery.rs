@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashSet;
 
-use support::{SeedAnalyzer, TestServer, connect, frames, within};
+use support::{HelloAnalyzer, SeedAnalyzer, TestServer, connect, frames, within};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
@@ -239,4 +239,106 @@ async fn analyzer_without_acks_counts_what_is_written() {
     let report = server.shutdown().await;
     assert_eq!(report.stats.delivered, 300);
     assert_eq!(report.stats.redelivered, 0);
+}
+
+/// Sends `hello` (as is) to the analyzer listener, closes the sending side
+/// when `then_close`, and returns everything the distributor writes until it
+/// closes.
+async fn refused(server: &TestServer, hello: &[u8], then_close: bool) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stream = connect(server.analyzers).await;
+    stream.write_all(hello).await.unwrap();
+    if then_close {
+        stream.shutdown().await.unwrap();
+    }
+    // A reset after the reply is as good as an end of stream here.
+    let mut reply = Vec::new();
+    let _ = within("the refusal and the close", stream.read_to_end(&mut reply)).await;
+    String::from_utf8(reply).unwrap()
+}
+
+fn refusal(code: &str, message: &str) -> String {
+    format!("{{\"status\":\"error\",\"reason\":\"{code}\",\"message\":\"{message}\"}}\n")
+}
+
+#[tokio::test]
+async fn refused_hellos_carry_their_reason() {
+    let server = TestServer::start().await;
+    let too_long = format!("{{\"id\":\"{}\"", "a".repeat(5000));
+    let cases: [(&[u8], bool, String); 6] = [
+        (
+            b"{\"id\":\"a\"}\n",
+            false,
+            refusal(
+                "bad_handshake",
+                "bad handshake: invalid hello: missing field `weight` at line 1 column 10",
+            ),
+        ),
+        (
+            b"{\"id\":\"a\",\"weight\":1,\"format\":\"xml\"}\n",
+            false,
+            refusal(
+                "bad_handshake",
+                "bad handshake: invalid hello: unknown variant `xml`, expected `frame` or `ndjson` at line 1 column 35",
+            ),
+        ),
+        (
+            b"{\"id\":\"a\",",
+            true,
+            refusal("bad_handshake", "bad handshake: bytes remaining on stream"),
+        ),
+        (
+            too_long.as_bytes(),
+            false,
+            refusal(
+                "hello_too_long",
+                "bad handshake: hello line exceeds 4096 bytes",
+            ),
+        ),
+        (
+            b"{\"id\":\"\",\"weight\":1}\n",
+            false,
+            refusal(
+                "bad_id",
+                "bad handshake: analyzer id must be 1..=128 characters",
+            ),
+        ),
+        (
+            b"{\"id\":\"a\",\"weight\":-2.5}\r\n",
+            false,
+            refusal(
+                "bad_weight",
+                "bad handshake: weight must be a finite number >= 0, got -2.5",
+            ),
+        ),
+    ];
+    for (hello, then_close, want) in cases {
+        assert_eq!(
+            refused(&server, hello, then_close).await,
+            want,
+            "{}",
+            String::from_utf8_lossy(&hello[..hello.len().min(60)])
+        );
+    }
+    // A refused seed handshake is closed without a reply, as before.
+    assert_eq!(refused(&server, &(-1.0f32).to_be_bytes(), false).await, "");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_id_is_refused_with_its_reason() {
+    let server = TestServer::start().await;
+    let (reply, _first) = HelloAnalyzer::connect(&server, "a1", 1.0, "frame", true).await;
+    assert_eq!(reply, "{\"status\":\"ok\"}\n");
+    server.wait_analyzers(1).await;
+    let again = refused(&server, b"{\"id\":\"a1\",\"weight\":1}\n", false).await;
+    assert_eq!(
+        again,
+        refusal(
+            "duplicate_id",
+            "an analyzer with this id is already registered"
+        )
+    );
+    server.wait_analyzers(1).await;
+    server.shutdown().await;
 }

@@ -169,12 +169,17 @@ fn short(s: &str) -> String {
 
 #[tokio::test]
 async fn acks_come_back_in_order_including_errors() {
-    let server = TestServer::start_with(|c| c.limits.max_line_bytes = 200).await;
+    let server = TestServer::start_with(|c| {
+        c.limits.max_line_bytes = 200;
+        c.limits.max_decompressed_bytes = 1000;
+    })
+    .await;
     let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
     server.wait_analyzers(1).await;
 
     let long = format!("{{\"message\":\"{}\"}}", "x".repeat(300));
-    let gz_bad = corrupt_gzip_frame();
+    let mut bomb = BytesMut::new();
+    encode_gzip_frame(&[b' '; 2000], &mut bomb); // expands past 1000 bytes
     let mut input = Vec::new();
     input.extend_from_slice(b"{\"level\":\"INFO\",\"message\":\"ok-1\"}\n");
     input.extend_from_slice(b"{not json}\n");
@@ -182,50 +187,110 @@ async fn acks_come_back_in_order_including_errors() {
     input.extend_from_slice(b"{\"priority\":256}\n");
     input.extend_from_slice(long.as_bytes());
     input.push(b'\n');
-    input.extend_from_slice(&gz_bad);
+    input.extend_from_slice(&corrupt_gzip_frame());
+    input.extend_from_slice(&bomb);
     input.extend_from_slice(b"{\"message\":\"ok-2\"}\n");
+    // A 16-byte binary frame cut short by the end of input.
+    input.extend_from_slice(&[0, 0, 0, 16, 3, b'c', b'u', b't']);
 
     let stream = connect(server.acked_emitters).await;
     let (reader, mut writer) = stream.into_split();
     writer.write_all(&input).await.unwrap();
+    writer.shutdown().await.unwrap();
     let mut reader = BufReader::new(reader);
-    let mut replies = Vec::new();
-    for _ in 0..7 {
+    let mut lines = Vec::new();
+    loop {
         let mut line = String::new();
-        within("an ack line", reader.read_line(&mut line))
+        let n = within("an ack line or the end", reader.read_line(&mut line))
             .await
             .unwrap();
-        replies.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+        if n == 0 {
+            break;
+        }
+        lines.push(line);
     }
-    let statuses: Vec<&str> = replies
-        .iter()
-        .map(|r| r["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        statuses,
-        ["ok", "error", "error", "error", "error", "error", "ok"]
+    // Every error reply names its reason, the rejection's stats label, and
+    // then (as before) its sentence.
+    let ok = "{\"status\":\"ok\",\"message\":\"received\"}\n";
+    let error = |code: RejectReason, message: &str| {
+        format!("{{\"status\":\"error\",\"reason\":\"{code}\",\"message\":\"{message}\"}}\n")
+    };
+    let expected = [
+        ok.to_string(),
+        error(
+            RejectReason::InvalidJson,
+            "invalid JSON: key must be a string at line 1 column 2",
+        ),
+        error(
+            RejectReason::NotAnObject,
+            "expected a JSON object, found an array",
+        ),
+        error(
+            RejectReason::BadPriority,
+            "priority must be an integer 0..=255",
+        ),
+        error(RejectReason::LineTooLong, "line exceeds 200 bytes"),
+        // The decoder's sentence after the colon is informative only.
+        lines.get(5).cloned().unwrap_or_default(),
+        error(
+            RejectReason::GzipTooLarge,
+            "gzip frame decompresses to more than 1000 bytes",
+        ),
+        ok.to_string(),
+        error(
+            RejectReason::Truncated,
+            "connection closed in the middle of a frame",
+        ),
+    ];
+    assert_eq!(lines, expected);
+    assert!(
+        lines[5].starts_with(
+            "{\"status\":\"error\",\"reason\":\"corrupt_gzip\",\"message\":\"corrupt gzip frame: "
+        ),
+        "{}",
+        lines[5]
     );
-    assert_eq!(replies[0]["message"], "received");
-    let reasons: Vec<String> = replies
-        .iter()
-        .map(|r| r["message"].as_str().unwrap().to_lowercase())
-        .collect();
-    assert!(reasons[1].contains("json"), "{reasons:?}");
-    assert!(reasons[2].contains("object"), "{reasons:?}");
-    assert!(reasons[3].contains("priority"), "{reasons:?}");
-    assert!(reasons[4].contains("200"), "{reasons:?}");
-    assert!(reasons[5].contains("gzip"), "{reasons:?}");
 
     let got = analyzer.take_and_ack(2).await;
     assert_eq!(got.len(), 2);
     let stats = server.stats();
     assert_eq!(stats.accepted, 2);
-    assert_eq!(stats.rejected(RejectReason::InvalidJson), 1);
-    assert_eq!(stats.rejected(RejectReason::NotAnObject), 1);
-    assert_eq!(stats.rejected(RejectReason::BadPriority), 1);
-    assert_eq!(stats.rejected(RejectReason::LineTooLong), 1);
-    assert_eq!(stats.rejected(RejectReason::CorruptGzip), 1);
-    drop(writer);
+    for reason in RejectReason::ALL {
+        assert_eq!(stats.rejected(reason), 1, "{reason}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_length_on_an_acking_listener_replies_with_its_reason_then_closes() {
+    let server = TestServer::start_with(|c| c.limits.max_frame_bytes = 1024).await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+
+    // Over max_frame_bytes, then under 5: both end their connection.
+    for (length, tail) in [(2048u32, vec![0u8; 16]), (3, vec![0u8; 8])] {
+        let mut stream = connect(server.acked_emitters).await;
+        let mut input = b"{\"message\":\"before\"}\n".to_vec();
+        input.extend_from_slice(&length.to_be_bytes());
+        input.extend_from_slice(&tail);
+        stream.write_all(&input).await.unwrap();
+        // The distributor closes it; the bound on the wait is the assertion.
+        let mut replies = Vec::new();
+        let _ = within("bad connection to close", stream.read_to_end(&mut replies)).await;
+        assert_eq!(
+            String::from_utf8(replies).unwrap(),
+            format!(
+                "{{\"status\":\"ok\",\"message\":\"received\"}}\n\
+                 {{\"status\":\"error\",\"reason\":\"bad_frame_length\",\
+                 \"message\":\"binary frame length {length} outside 5..=1024; closing connection\"}}\n"
+            )
+        );
+    }
+    analyzer.take_and_ack(2).await;
+    server
+        .wait_for("bad-length closes counted", |s| s.bad_length_closes == 2)
+        .await;
+    assert_eq!(server.stats().rejected_total(), 0);
     server.shutdown().await;
 }
 

@@ -59,6 +59,14 @@ impl Logdist {
     /// Binds the shipper listener on `address` (retrying while the port is
     /// still held by a previous server).
     pub async fn start_on(address: SocketAddr) -> Logdist {
+        Logdist::start_with(address, |_| {}).await
+    }
+
+    /// Like [`Logdist::start_on`], with the config adjusted first.
+    pub async fn start_with(
+        address: SocketAddr,
+        adjust: impl FnOnce(&mut logdist::Config),
+    ) -> Logdist {
         let dir = tempfile::tempdir().unwrap();
         let mut config = logdist::Config {
             listeners: vec![ListenerConfig {
@@ -70,6 +78,7 @@ impl Logdist {
         config.analyzers.listen = "127.0.0.1:0".parse().unwrap();
         config.delivery.dead_letter_path = dir.path().join("dead.ndjson");
         config.delivery.shutdown_grace = Duration::from_secs(5);
+        adjust(&mut config);
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         let server = loop {
             match logdist::Server::bind(&config).await {
@@ -306,12 +315,28 @@ pub fn spawn_shipper(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reply {
     Ok,
+    /// Reject the line as logdist rejects one that is not JSON (reason
+    /// `invalid_json`).
     Error,
     /// Answer as logdist does before dropping a connection (a frame over
-    /// its `max_frame_bytes`): one error reply ending in "closing
-    /// connection", then close. The line is not recorded as seen.
+    /// its `max_frame_bytes`): one error reply with reason
+    /// `bad_frame_length`, then close. The line is not recorded as seen.
     Closing,
+    /// Answer with this reply line (no `\n`), as a rejection of the line.
+    Raw(&'static str),
+    /// Answer with this reply line (no `\n`), then close; the line is not
+    /// recorded as seen.
+    RawThenClose(&'static str),
 }
+
+/// logdist's reply to a line that is not JSON.
+pub const REJECTED_REPLY: &str =
+    r#"{"status":"error","reason":"invalid_json","message":"invalid JSON: rejected by test"}"#;
+/// logdist's reply before it closes a connection over an impossible length.
+pub const CLOSING_REPLY: &str = r#"{"status":"error","reason":"bad_frame_length","message":"binary frame length 99999999 outside 5..=1048576; closing connection"}"#;
+/// logdist's reply to a gzip frame that does not decompress.
+pub const CORRUPT_GZIP_REPLY: &str =
+    r#"{"status":"error","reason":"corrupt_gzip","message":"corrupt gzip frame: test"}"#;
 
 /// One message as the fake server saw it: the NDJSON line, which
 /// connection (0-based), and whether it came in a gzip frame.
@@ -325,8 +350,9 @@ pub struct Seen {
 /// A fake logdist: decodes NDJSON lines and gzip frames, answers as
 /// `script(connection, line_number_on_connection, line)` says; `None` closes the
 /// connection (after flushing earlier replies) without answering.
-/// With `frame_errors`, a gzip frame holding a line containing "BADFRAME" gets
-/// one error reply for the whole frame (as logdist does for corrupt gzip).
+/// A gzip frame holding a line containing "BADFRAME" gets one error reply for
+/// the whole frame (as logdist does for corrupt gzip). Replies carry the
+/// `reason` logdist would send.
 pub struct FakeServer {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -427,8 +453,8 @@ async fn fake_connection(
             }
             let mut replies = String::new();
             if in_frame && lines.iter().any(|l| l.contains("BADFRAME")) {
-                replies
-                    .push_str("{\"status\":\"error\",\"message\":\"corrupt gzip frame: test\"}\n");
+                replies.push_str(CORRUPT_GZIP_REPLY);
+                replies.push('\n');
                 for line in lines {
                     seen.lock().unwrap().push(Seen {
                         line,
@@ -450,21 +476,26 @@ async fn fake_connection(
                                 acked_ok: true,
                             });
                         }
-                        Some(Reply::Error) => {
-                            replies.push_str(
-                                "{\"status\":\"error\",\"message\":\"rejected by test\"}\n",
-                            );
+                        Some(reply @ (Reply::Error | Reply::Raw(_))) => {
+                            let text = match reply {
+                                Reply::Raw(text) => text,
+                                _ => REJECTED_REPLY,
+                            };
+                            replies.push_str(text);
+                            replies.push('\n');
                             seen.lock().unwrap().push(Seen {
                                 line,
                                 connection,
                                 acked_ok: false,
                             });
                         }
-                        Some(Reply::Closing) => {
-                            replies.push_str(
-                                "{\"status\":\"error\",\"message\":\"binary frame length 99999999 \
-                                 outside 5..=1048576; closing connection\"}\n",
-                            );
+                        Some(reply @ (Reply::Closing | Reply::RawThenClose(_))) => {
+                            let text = match reply {
+                                Reply::RawThenClose(text) => text,
+                                _ => CLOSING_REPLY,
+                            };
+                            replies.push_str(text);
+                            replies.push('\n');
                             let _ = write.write_all(replies.as_bytes()).await;
                             let _ = write.shutdown().await;
                             while matches!(read.read(&mut chunk).await, Ok(n) if n > 0) {}

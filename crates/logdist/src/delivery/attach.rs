@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use logdist_router::{Envelope, PriorityQueues};
-use logdist_wire::{JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok};
+use logdist_router::{Envelope, PriorityQueues, RegisterError};
+use logdist_wire::{ErrorCode, JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -32,9 +32,11 @@ pub async fn serve_dial_in(stream: TcpStream, ctx: Arc<DeliveryContext>) {
     let (intro, framed, writer) = match read_handshake(stream, peer).await {
         Ok(found) => found,
         Err(refusal) => {
-            tracing::warn!(%peer, reason = %refusal.reason, "analyzer connection refused");
+            tracing::warn!(%peer, reason = %refusal.reason, code = %refusal.code, "analyzer connection refused");
             if let Some(mut stream) = refusal.reply {
-                let _ = stream.write_all(&error_reply(&refusal.reason)).await;
+                let _ = stream
+                    .write_all(&error_reply(refusal.code, &refusal.reason))
+                    .await;
             }
             return;
         }
@@ -74,7 +76,8 @@ pub async fn attach<D>(
         Err(err) => {
             tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer refused");
             if intro.replies {
-                let _ = writer.write_all(&error_reply(&err.to_string())).await;
+                let reply = error_reply(refusal_code(err), &err.to_string());
+                let _ = writer.write_all(&reply).await;
             }
             return false;
         }
@@ -167,6 +170,17 @@ pub async fn attach<D>(
     let failure = end.failure && !removed.is_cancelled();
     leave(ctx, &id, &end.reason, failure, end.unacked, end.queued);
     true
+}
+
+/// The `reason` of the reply refusing an analyzer the router would not register.
+fn refusal_code(err: RegisterError) -> ErrorCode {
+    match err {
+        RegisterError::DuplicateId => ErrorCode::DuplicateId,
+        RegisterError::InvalidWeight => ErrorCode::BadWeight,
+        // Only weight changes report this, never a registration; were it ever
+        // to happen, the hello named an analyzer that cannot be registered.
+        RegisterError::UnknownId => ErrorCode::BadHandshake,
+    }
 }
 
 /// Records that an analyzer left and gives what it still held another chance.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use logdist_wire::{AnalyzerFormat, Handshake, HandshakeDecoder};
+use logdist_wire::{AnalyzerFormat, ErrorCode, Handshake, HandshakeDecoder};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
@@ -32,6 +32,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A handshake that was refused.
 pub struct Refusal {
+    /// The `reason` of the error reply.
+    pub code: ErrorCode,
     pub reason: String,
     /// For JSON hellos, which wait for a status line before the close: where to write it.
     pub reply: Option<OwnedWriteHalf>,
@@ -52,6 +54,7 @@ pub async fn read_handshake(
 > {
     let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     let timed_out = || Refusal {
+        code: ErrorCode::HandshakeTimeout,
         reason: format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
         reply: None,
     };
@@ -62,6 +65,7 @@ pub async fn read_handshake(
         Ok(Ok(1)) => first[0] == b'{',
         Ok(_) => {
             return Err(Refusal {
+                code: ErrorCode::BadHandshake,
                 reason: "closed before its handshake".to_string(),
                 reply: None,
             });
@@ -72,12 +76,19 @@ pub async fn read_handshake(
     let handshake = match tokio::time::timeout_at(deadline, framed.next()).await {
         Ok(Some(Ok(handshake))) => handshake,
         failed => {
-            let reason = match failed {
-                Err(_) => format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
-                Ok(Some(Err(err))) => format!("bad handshake: {err}"),
-                _ => "closed before its handshake".to_string(),
+            let (code, reason) = match failed {
+                Err(_) => (
+                    ErrorCode::HandshakeTimeout,
+                    format!("no handshake within {HANDSHAKE_TIMEOUT:?}"),
+                ),
+                Ok(Some(Err(err))) => (err.code(), format!("bad handshake: {err}")),
+                _ => (
+                    ErrorCode::BadHandshake,
+                    "closed before its handshake".to_string(),
+                ),
             };
             return Err(Refusal {
+                code,
                 reason,
                 reply: json.then_some(writer),
             });

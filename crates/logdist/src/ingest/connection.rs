@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use logdist_router::{Cursor, Envelope, Placed, RoutingTable};
-use logdist_wire::{Decoded, IngestDecoder, RejectReason, Rejection, error_reply};
+use logdist_wire::{
+    Decoded, ErrorCode, IngestDecoder, IngestError, RejectReason, Rejection, error_reply,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
@@ -134,14 +136,17 @@ impl EmitterConnection {
             let item = match decoded {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
-                Err(err) => {
+                Err(err @ IngestError::BadLength { .. }) => {
                     let reason = err.to_string();
                     if self.ack == AckMode::Message {
-                        push_error_reply(&mut self.replies, &reason);
+                        self.replies
+                            .extend_from_slice(&error_reply(ErrorCode::BadFrameLength, &reason));
                         let _ = self.flush_replies().await;
                     }
                     return Err(End::BadLength(reason));
                 }
+                // The decoder reads no socket: it never fails this way.
+                Err(IngestError::Io(err)) => return Err(End::Io(err)),
             };
             match item {
                 Decoded::Message(message) => {
@@ -203,7 +208,8 @@ impl EmitterConnection {
         }
         self.tally.rejected[rejection.reason as usize] += 1;
         if self.ack == AckMode::Message {
-            push_error_reply(&mut self.replies, &rejection.to_string());
+            self.replies
+                .extend_from_slice(&error_reply(rejection.reason.into(), &rejection.detail));
         }
     }
 
@@ -237,10 +243,6 @@ enum End {
     Shutdown,
     Io(std::io::Error),
     BadLength(String),
-}
-
-fn push_error_reply(out: &mut Vec<u8>, reason: &str) {
-    out.extend_from_slice(&error_reply(reason));
 }
 
 /// Spreads connections over the low-discrepancy sequence so that many emitters
