@@ -9,8 +9,10 @@
 //!   [`FrameDecoder`] or [`NdjsonLineDecoder`].
 //! * Analyzers → distributor: [`HandshakeDecoder`], then
 //!   [`SeedControlDecoder`] or [`JsonControlDecoder`].
+//! * The dead-letter file: one [`DeadLetterRecord`] per line.
 
 mod analyzer;
+mod dead_letter;
 mod frame;
 mod gzip;
 mod ingest;
@@ -26,6 +28,7 @@ pub use analyzer::{
     JsonControlDecoder, SeedControlDecoder, hello_ok, seed_ack_word, seed_handshake,
     seed_weight_word,
 };
+pub use dead_letter::{DeadLetterRecord, MessageField, PayloadError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use gzip::encode_gzip_frame;
 pub use ingest::{Decoded, IngestDecoder, IngestError, IngestLimits, MAX_FRAME_BYTES_CEILING};

@@ -4,7 +4,9 @@
 use bytes::Bytes;
 
 /// How a message arrived, which decides how it is re-encoded for an analyzer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// In a dead-letter record it is written `"ndjson"` or `"frame"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// An NDJSON line (plain or from inside a gzip frame).
     Ndjson,

@@ -54,6 +54,13 @@ pub struct ReplayArgs {
     /// Give up (keeping every record) if the distributor has not taken all within this.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Priority for records whose `priority` is null or missing and that are
+    /// sent as binary frames (frame-born ones). NDJSON-born records without a
+    /// priority are sent as their original line, and the target computes one
+    /// from `level`/`severity` as for any new line. The default, 3, is INFO's
+    /// priority in the default [priorities] table.
+    #[arg(long, default_value_t = logdist_wire::DEFAULT_PRIORITY)]
+    pub default_priority: u8,
 }
 
 /// Running the distributor: config file, then flags and `LOGDIST_*` variables.
@@ -226,6 +233,7 @@ mod tests {
         };
         assert_eq!(args.target, "127.0.0.1:8080");
         assert_eq!(args.timeout, Duration::from_secs(60));
+        assert_eq!(args.default_priority, 3);
         assert!(
             Cli::try_parse_from(["logdist", "--window", "5", "dead-letter", "replay"]).is_err()
         );

@@ -54,7 +54,14 @@ fn with_runtime(worker_threads: usize, job: impl Future<Output = ExitCode>) -> E
 }
 
 async fn replay(args: ReplayArgs) -> ExitCode {
-    match logdist::delivery::replay::replay(&args.file, &args.target, args.timeout).await {
+    match logdist::delivery::replay::replay(
+        &args.file,
+        &args.target,
+        args.timeout,
+        args.default_priority,
+    )
+    .await
+    {
         Ok(report) => {
             println!(
                 "replayed {} dead letters from {}; {} kept in the file",

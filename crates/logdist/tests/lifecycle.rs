@@ -347,7 +347,7 @@ async fn replay_sends_dead_letters_back_with_their_priorities() {
     let mut analyzer = SeedAnalyzer::connect(&second, 1.0).await;
     second.wait_analyzers(1).await;
     let target = second.acked_emitters.to_string();
-    let report = logdist::delivery::replay::replay(&file, &target, Duration::from_secs(10))
+    let report = logdist::delivery::replay::replay(&file, &target, Duration::from_secs(10), 3)
         .await
         .unwrap();
     assert_eq!(
@@ -395,10 +395,14 @@ async fn replay_keeps_what_it_could_not_send() {
     let records = "{\"message\":\"a\",\"origin\":\"frame\",\"priority\":1,\"attempts\":4,\"final_error\":\"x\",\"failed_at\":\"t\"}\nnot a record\n";
     std::fs::write(&file, records).unwrap();
     // Nothing listens there.
-    let report =
-        logdist::delivery::replay::replay(&file, &free_port().to_string(), Duration::from_secs(5))
-            .await
-            .unwrap();
+    let report = logdist::delivery::replay::replay(
+        &file,
+        &free_port().to_string(),
+        Duration::from_secs(5),
+        3,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         report,
         logdist::delivery::replay::ReplayReport {
@@ -465,6 +469,7 @@ async fn replay_leaves_a_half_written_last_record_whole() {
         &file,
         &server.emitters.to_string(),
         Duration::from_secs(10),
+        3,
     )
     .await
     .unwrap();
@@ -478,6 +483,139 @@ async fn replay_leaves_a_half_written_last_record_whole() {
     assert_eq!(&analyzer.take_and_ack(1).await[0].payload()[..], b"a");
     // The unfinished record is kept as it was, as one line, for the writer to finish.
     assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{half}\n"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn replay_gives_records_without_a_priority_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dead.ndjson");
+    let records = [
+        r#"{"message":{"level":"WARN","message":"w"},"origin":"ndjson","priority":null,"attempts":4,"analyzers":["a","b","a","b"],"final_error":"x","failed_at":"2025-01-25T20:30:45.123Z"}"#,
+        r#"{"message":"f","origin":"frame","priority":null,"attempts":4,"analyzers":["a","b","a","b"],"final_error":"x","failed_at":"2025-01-25T20:30:45.123Z"}"#,
+        r#"{"payload_b64":"/wCA","origin":"frame","attempts":0,"analyzers":[],"final_error":"shutdown","failed_at":"2025-01-25T20:30:45.124Z"}"#,
+    ];
+    std::fs::write(&file, records.join("\n") + "\n").unwrap();
+    let server = TestServer::start().await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+    let report = logdist::delivery::replay::replay(
+        &file,
+        &server.acked_emitters.to_string(),
+        Duration::from_secs(10),
+        7,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report,
+        logdist::delivery::replay::ReplayReport {
+            replayed: 3,
+            kept: 0
+        }
+    );
+    let got: HashSet<(u8, Vec<u8>)> = analyzer
+        .take_and_ack(3)
+        .await
+        .iter()
+        .map(|m| (m.priority(), m.payload().to_vec()))
+        .collect();
+    let expected: HashSet<(u8, Vec<u8>)> = [
+        // The original line, its priority from its level as for a new line.
+        (2, br#"{"level":"WARN","message":"w"}"#.to_vec()),
+        // Frames at --default-priority.
+        (7, b"f".to_vec()),
+        (7, b"\xff\x00\x80".to_vec()),
+    ]
+    .into();
+    assert_eq!(got, expected);
+    assert_eq!(std::fs::read_to_string(&file).unwrap_or_default(), "");
+    server.shutdown().await;
+}
+
+/// A distributor that opened the dead-letter file before replay renamed it
+/// may still be appending to the renamed file. Replay must wait for it
+/// (the file lock), and so get every line: none is deleted unread.
+#[tokio::test]
+async fn replay_gets_every_line_a_writer_appends_while_it_runs() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dead.ndjson");
+    let record = |name: &str| {
+        format!(
+            "{{\"message\":\"{name}\",\"origin\":\"frame\",\"priority\":4,\"attempts\":1,\"analyzers\":[\"a\"],\"final_error\":\"x\",\"failed_at\":\"2025-01-25T20:30:45.123Z\"}}\n"
+        )
+    };
+    std::fs::write(&file, record("before")).unwrap();
+    let server = TestServer::start().await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+
+    // The writer opens the file, locks it and starts appending a batch.
+    let mut writer = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    writer.lock().unwrap();
+    writer.write_all(record("batch-1").as_bytes()).unwrap();
+
+    let mut replaying = tokio::spawn({
+        let (file, target) = (file.clone(), server.emitters.to_string());
+        async move {
+            logdist::delivery::replay::replay(&file, &target, Duration::from_secs(10), 3).await
+        }
+    });
+    within("replay to rename the file", async {
+        while file.exists() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    // The file is renamed; the writer has it open and keeps appending. Replay
+    // must not finish while it does, whatever time it is given.
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut replaying).await;
+    writer.write_all(record("batch-2").as_bytes()).unwrap();
+    writer.write_all(record("batch-3").as_bytes()).unwrap();
+    writer.sync_data().unwrap();
+    writer.unlock().unwrap();
+    drop(writer);
+    let finished_early = early.is_ok();
+    let report = match early {
+        Ok(done) => done,
+        Err(_) => within("replay to finish", replaying).await,
+    }
+    .unwrap()
+    .unwrap();
+
+    // Every line is either replayed or back in the live file.
+    let mut accounted: Vec<String> = analyzer
+        .take_and_ack(report.replayed)
+        .await
+        .iter()
+        .map(|m| String::from_utf8(m.payload().to_vec()).unwrap())
+        .collect();
+    let live = std::fs::read_to_string(&file).unwrap_or_default();
+    accounted.extend(live.lines().map(|line| {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        record["message"].as_str().unwrap().to_string()
+    }));
+    accounted.sort();
+    assert_eq!(
+        accounted,
+        ["batch-1", "batch-2", "batch-3", "before"],
+        "lines lost (replay finished while the writer held the lock: {finished_early})"
+    );
+    assert!(
+        !finished_early,
+        "replay finished while the writer held the lock"
+    );
+    assert_eq!(
+        report,
+        logdist::delivery::replay::ReplayReport {
+            replayed: 4,
+            kept: 0
+        }
+    );
     server.shutdown().await;
 }
 

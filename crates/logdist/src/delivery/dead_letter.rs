@@ -1,21 +1,40 @@
-//! The dead-letter file: one NDJSON object per message that could not be delivered.
+//! The dead-letter file: one NDJSON object per message that could not be
+//! delivered, a [`DeadLetterRecord`] per line (protocol.md §4).
 //!
 //! Writes happen on a dedicated thread so no async task ever blocks on the disk,
 //! and so a burst of dead letters is batched into few writes.
+//!
+//! # Sharing the file with replay
+//!
+//! `logdist dead-letter replay` renames the file aside while distributors may
+//! be writing it, reads the renamed file, and deletes it. Writers and replay
+//! coordinate with an exclusive advisory lock on the file (`flock(2)`, through
+//! [`File::lock`]):
+//!
+//! * A writer ([`append`]) opens the path for appending, takes the lock, and
+//!   checks that the file it holds is still the one at the path (same device
+//!   and inode). If the path is gone or is another file, the file it holds
+//!   was moved aside: it closes it and starts over. Holding the lock on the
+//!   file at the path, it appends whole lines, syncs, and closes the file,
+//!   which releases the lock.
+//! * Replay renames the file aside, then takes the lock on the renamed file
+//!   once ([`read_aside`]). A writer that opened the file before the rename
+//!   has by then either finished its append, or will find, when it gets the
+//!   lock, that the file is no longer at the path. So nothing is ever
+//!   appended to the renamed file after replay got its lock, and one read
+//!   then sees all of it. Replay puts records back with [`append`] too.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use base64::Engine;
 use logdist_router::Envelope;
-use logdist_wire::Origin;
-use serde::Serialize;
-use serde_json::value::RawValue;
+use logdist_wire::DeadLetterRecord;
 
 use crate::stats::Stats;
 
@@ -96,28 +115,6 @@ impl DeadLetters {
     }
 }
 
-#[derive(Serialize)]
-struct Record<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<MessageField<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload_b64: Option<String>,
-    origin: &'static str,
-    priority: u8,
-    attempts: usize,
-    /// The analyzers whose connections failed holding it, oldest first.
-    analyzers: Vec<&'a str>,
-    final_error: &'a str,
-    failed_at: String,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum MessageField<'a> {
-    Json(&'a RawValue),
-    Text(&'a str),
-}
-
 fn write_loop(path: PathBuf, rx: Receiver<Command>, stats: &Stats) {
     let mut text = Vec::with_capacity(4096);
     let mut closing = false;
@@ -149,46 +146,168 @@ fn write_loop(path: PathBuf, rx: Receiver<Command>, stats: &Stats) {
     }
 }
 
-/// Appends and syncs: a dead letter is the last copy of a message.
-fn append(path: &PathBuf, text: &[u8]) -> std::io::Result<()> {
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+fn encode(letter: &DeadLetter, out: &mut Vec<u8>) {
+    let envelope = &letter.envelope;
+    DeadLetterRecord::new(
+        &envelope.message,
+        envelope.tried().iter().map(|id| id.to_string()).collect(),
+        letter.final_error.to_string(),
+        letter.failed_at,
+    )
+    .write_line(out);
+}
+
+/// Appends `text`, whole lines, to the dead-letter file at `path` (creating
+/// it), under the lock protocol of the module docs, and syncs it: a dead
+/// letter is the last copy of a message. Blocks while another process holds
+/// the file's lock.
+pub fn append(path: &Path, text: &[u8]) -> io::Result<()> {
+    let mut file = open_locked(path, || {})?;
     file.write_all(text)?;
     file.sync_data()
+    // Dropping `file` closes it, which releases the lock.
 }
 
-fn encode(letter: &DeadLetter, out: &mut Vec<u8>) {
-    let message = &letter.envelope.message;
-    let payload = message.payload();
-    let (origin, field, payload_b64) = match message.origin() {
-        Origin::Ndjson => {
-            // Accepted NDJSON lines were validated as JSON objects on the way in.
-            let json = std::str::from_utf8(&payload)
-                .ok()
-                .and_then(|s| serde_json::from_str::<&RawValue>(s).ok());
-            match json {
-                Some(raw) => ("ndjson", Some(MessageField::Json(raw)), None),
-                None => ("ndjson", None, Some(b64(&payload))),
-            }
+/// Opens the file at `path` for appending and locks it, making sure the file
+/// locked is the one at `path` (not one moved aside meanwhile).
+/// `before_lock` runs between opening and locking, for tests.
+fn open_locked(path: &Path, mut before_lock: impl FnMut()) -> io::Result<File> {
+    loop {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        before_lock();
+        if let Err(err) = file.lock() {
+            // A file system without locks: appending unlocked beats losing
+            // the last copy of a message (only a concurrent replay is at risk).
+            tracing::warn!(path = %path.display(), %err, "cannot lock the dead-letter file; appending without the lock");
         }
-        Origin::Frame => match std::str::from_utf8(&payload) {
-            Ok(text) => ("frame", Some(MessageField::Text(text)), None),
-            Err(_) => ("frame", None, Some(b64(&payload))),
-        },
-    };
-    let record = Record {
-        message: field,
-        payload_b64,
-        origin,
-        priority: message.priority(),
-        attempts: letter.envelope.attempts(),
-        analyzers: letter.envelope.tried().iter().map(|id| &**id).collect(),
-        final_error: &letter.final_error,
-        failed_at: humantime::format_rfc3339_millis(letter.failed_at).to_string(),
-    };
-    serde_json::to_writer(&mut *out, &record).expect("serializing to a Vec cannot fail");
-    out.push(b'\n');
+        if is_at(&file, path)? {
+            return Ok(file);
+        }
+        // Renamed aside between our open and our lock: whoever did it reads
+        // the renamed file; our lines belong in a new one at `path`.
+    }
 }
 
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// Whether `file` is the file at `path` now.
+fn is_at(file: &File, path: &Path) -> io::Result<bool> {
+    let held = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(now) => Ok(held.dev() == now.dev() && held.ino() == now.ino()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Reads a dead-letter file that was renamed away from the path writers use,
+/// all of it: takes the file's lock first, so any append that started before
+/// the rename is complete, and no writer appends to it any more.
+pub fn read_aside(aside: &Path) -> io::Result<Vec<u8>> {
+    let mut file = File::open(aside)?;
+    file.lock()?;
+    let mut text = Vec::new();
+    file.read_to_end(&mut text)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use logdist_wire::Message;
+
+    /// The bytes the writer produced before the record type moved to
+    /// logdist-wire; existing tools read them.
+    #[test]
+    fn records_are_written_byte_for_byte_as_before() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_737_837_045_123);
+        let letter = |message: Message, tried: &[&str]| {
+            let mut envelope = Envelope::new(message);
+            for id in tried {
+                envelope.record_attempt(&Arc::from(*id));
+            }
+            DeadLetter {
+                envelope,
+                final_error: Arc::from("write failed: \"x\"\n"),
+                failed_at: at,
+            }
+        };
+        let letters = [
+            letter(
+                Message::from_ndjson_line(
+                    1,
+                    Bytes::from_static(
+                        b" \t{\"level\":\"ERROR\", \"msg\" : \"disk \\\"full\\\" \\u00e9\",\"\xc3\xa9\":[1,2.50,null]}  ",
+                    ),
+                ),
+                &["a1", "a2"],
+            ),
+            letter(Message::from_ndjson_line(7, Bytes::from_static(b"{}")), &[]),
+            letter(
+                Message::from_ndjson_line(4, Bytes::from_static(b"not json")),
+                &["x"],
+            ),
+            letter(
+                Message::from_frame(Bytes::from_static(
+                    b"\0\0\0\x14\x03hi \"x\"\n\t \xc3\xa9 \x01\x7f",
+                )),
+                &["a\"1"],
+            ),
+            letter(
+                Message::from_frame(Bytes::from_static(b"\0\0\0\x08\xff\xff\x00\x80")),
+                &[],
+            ),
+            letter(Message::from_frame(Bytes::from_static(b"\0\0\0\x05\x00")), &["z"]),
+        ];
+        let mut out = Vec::new();
+        for letter in &letters {
+            encode(letter, &mut out);
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), GOLDEN);
+    }
+
+    const GOLDEN: &str = concat!(
+        "{\"message\":{\"level\":\"ERROR\", \"msg\" : \"disk \\\"full\\\" \\u00e9\",\"\u{e9}\":[1,2.50,null]},\"origin\":\"ndjson\",\"priority\":1,\"attempts\":2,\"analyzers\":[\"a1\",\"a2\"],\"final_error\":\"write failed: \\\"x\\\"\\n\",\"failed_at\":\"2025-01-25T20:30:45.123Z\"}\n",
+        "{\"message\":{},\"origin\":\"ndjson\",\"priority\":7,\"attempts\":0,\"analyzers\":[],\"final_error\":\"write failed: \\\"x\\\"\\n\",\"failed_at\":\"2025-01-25T20:30:45.123Z\"}\n",
+        "{\"payload_b64\":\"bm90IGpzb24=\",\"origin\":\"ndjson\",\"priority\":4,\"attempts\":1,\"analyzers\":[\"x\"],\"final_error\":\"write failed: \\\"x\\\"\\n\",\"failed_at\":\"2025-01-25T20:30:45.123Z\"}\n",
+        "{\"message\":\"hi \\\"x\\\"\\n\\t \u{e9} \\u0001\u{7f}\",\"origin\":\"frame\",\"priority\":3,\"attempts\":1,\"analyzers\":[\"a\\\"1\"],\"final_error\":\"write failed: \\\"x\\\"\\n\",\"failed_at\":\"2025-01-25T20:30:45.123Z\"}\n",
+        "{\"payload_b64\":\"/wCA\",\"origin\":\"frame\",\"priority\":255,\"attempts\":0,\"analyzers\":[],\"final_error\":\"write failed: \\\"x\\\"\\n\",\"failed_at\":\"2025-01-25T20:30:45.123Z\"}\n",
+        "{\"message\":\"\",\"origin\":\"frame\",\"priority\":0,\"attempts\":1,\"analyzers\":[\"z\"],\"final_error\":\"write failed: \\\"x\\\"\\n\",\"failed_at\":\"2025-01-25T20:30:45.123Z\"}\n",
+    );
+
+    #[test]
+    fn a_writer_whose_file_was_moved_aside_before_it_locked_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.ndjson");
+        let aside = dir.path().join("dead.ndjson.replaying");
+        std::fs::write(&path, "old\n").unwrap();
+        // Replay renames the file right after this writer opened it.
+        let mut renamed = false;
+        let mut file = open_locked(&path, || {
+            if !renamed {
+                std::fs::rename(&path, &aside).unwrap();
+                renamed = true;
+            }
+        })
+        .unwrap();
+        assert!(renamed);
+        file.write_all(b"new\n").unwrap();
+        drop(file);
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "old\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+
+        // Replaced by another file: the same.
+        std::fs::rename(&path, &aside).unwrap();
+        let mut replaced = false;
+        let mut file = open_locked(&path, || {
+            if !replaced {
+                std::fs::rename(&path, dir.path().join("elsewhere")).unwrap();
+                std::fs::write(&path, "other\n").unwrap();
+                replaced = true;
+            }
+        })
+        .unwrap();
+        file.write_all(b"more\n").unwrap();
+        drop(file);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "other\nmore\n");
+    }
 }

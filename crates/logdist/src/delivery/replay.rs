@@ -4,20 +4,24 @@
 //!
 //! The file may belong to a running distributor, so it is first renamed
 //! aside (the distributor opens it afresh for every batch it writes, so its
-//! next dead letters start a new file), and every record not accepted is
-//! appended back to the live file. Nothing is removed unless it was sent.
+//! next dead letters start a new file). Then the renamed file's lock is taken
+//! once: a distributor that opened the file before the rename has finished
+//! appending by then, and will not append to it again (see the lock protocol
+//! in [`super::dead_letter`]), so one read gets every record. Every record not
+//! accepted is appended back to the live file, under the same protocol.
+//! Nothing is removed unless it was sent.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::BytesMut;
-use logdist_wire::encode_frame;
+use logdist_wire::{DeadLetterRecord, MessageField, Origin, encode_frame};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+use super::dead_letter;
 
 /// What a replay did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -40,16 +44,6 @@ pub enum ReplayError {
     },
 }
 
-/// The fields of a dead-letter record that replay needs.
-#[derive(Deserialize)]
-struct Record<'a> {
-    #[serde(borrow)]
-    message: Option<&'a RawValue>,
-    payload_b64: Option<String>,
-    origin: String,
-    priority: u8,
-}
-
 /// One record, encoded for the emitter protocol.
 struct Outgoing {
     /// The record's line in the file, to write back if it is not accepted.
@@ -59,39 +53,34 @@ struct Outgoing {
     acked: bool,
 }
 
-/// Replays `file` into the emitter listener at `target`.
+/// Replays `file` into the emitter listener at `target`. Records with no
+/// priority (`null` or missing) that are sent as binary frames get
+/// `default_priority`; NDJSON ones go as their original line, for the target
+/// to give them a priority as it does any new line.
 pub async fn replay(
     file: &Path,
     target: &str,
     timeout: Duration,
+    default_priority: u8,
 ) -> Result<ReplayReport, ReplayError> {
     let aside = aside_path(file);
-    match std::fs::rename(file, &aside) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(ReplayReport::default()),
-        Err(source) => {
-            return Err(ReplayError::Read {
-                path: file.to_owned(),
-                source,
-            });
-        }
-    }
-    let read = std::fs::read_to_string(&aside).map_err(|source| ReplayError::Read {
-        path: aside.clone(),
-        source,
-    })?;
-    // Only whole lines: a distributor may still be appending a batch, and its
-    // unfinished last line is picked up below with whatever follows it.
-    let text = &read[..read.rfind('\n').map_or(0, |end| end + 1)];
+    let read = {
+        let (file, aside) = (file.to_owned(), aside.clone());
+        blocking(move || take_aside(&file, &aside)).await?
+    };
+    let Some(text) = read else {
+        return Ok(ReplayReport::default());
+    };
 
     let mut keep: Vec<String> = Vec::new();
     let mut outgoing: Vec<Outgoing> = Vec::new();
+    // All of it, an unterminated last line too: no writer will finish it.
     for (number, line) in text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        match encode(line) {
+        match encode(line, default_priority) {
             Ok((bytes, acked)) => outgoing.push(Outgoing {
                 line: line.to_string(),
                 bytes,
@@ -128,19 +117,41 @@ pub async fn replay(
         }
     }
 
-    // Lines a distributor appended to the old file after it was read.
-    if let Ok(now) = std::fs::read_to_string(&aside)
-        && let Some(late) = now.get(text.len()..)
-    {
-        keep.extend(
-            late.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_string),
-        );
-    }
     report.kept = keep.len();
-    restore(file, &aside, &keep)?;
+    let (file, aside) = (file.to_owned(), aside);
+    blocking(move || restore(&file, &aside, &keep)).await?;
     Ok(report)
+}
+
+/// Runs blocking file work (it may wait for a writer's lock) off the runtime.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
+}
+
+/// Renames `file` to `aside` and reads all of it (None: there is no file).
+fn take_aside(file: &Path, aside: &Path) -> Result<Option<String>, ReplayError> {
+    match std::fs::rename(file, aside) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(ReplayError::Read {
+                path: file.to_owned(),
+                source,
+            });
+        }
+    }
+    dead_letter::read_aside(aside)
+        .and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
+        })
+        .map(Some)
+        .map_err(|source| ReplayError::Read {
+            path: aside.to_owned(),
+            source,
+        })
 }
 
 fn aside_path(file: &Path) -> PathBuf {
@@ -157,53 +168,41 @@ fn restore(file: &Path, aside: &Path, keep: &[String]) -> Result<(), ReplayError
         source,
     };
     if !keep.is_empty() {
-        let mut out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .map_err(failed)?;
         let mut text = keep.join("\n");
         text.push('\n');
-        out.write_all(text.as_bytes()).map_err(failed)?;
-        out.sync_all().map_err(failed)?;
+        dead_letter::append(file, text.as_bytes()).map_err(failed)?;
     }
     std::fs::remove_file(aside).map_err(failed)
 }
 
 /// Encodes one record: NDJSON-born messages as their original line (with
 /// `"priority"` added when the line has none, so the priority survives
-/// whatever level table the target uses), binary-born ones as binary frames.
-fn encode(line: &str) -> Result<(Vec<u8>, bool), String> {
-    let record: Record =
-        serde_json::from_str(line).map_err(|err| format!("not a dead-letter record: {err}"))?;
-    let payload = |record: &Record| -> Result<Vec<u8>, String> {
-        if let Some(b64) = &record.payload_b64 {
-            return base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|err| format!("bad payload_b64: {err}"));
+/// whatever level table the target uses; unchanged if the record has no
+/// priority either), everything else as a binary frame, at
+/// `default_priority` if the record has none.
+fn encode(line: &str, default_priority: u8) -> Result<(Vec<u8>, bool), String> {
+    let record = DeadLetterRecord::parse(line.as_bytes())
+        .map_err(|err| format!("not a dead-letter record: {err}"))?;
+    if record.origin == Origin::Ndjson
+        && let Some(MessageField::Json(raw)) = &record.message
+        && raw.get().starts_with('{')
+    {
+        let mut bytes = match record.priority {
+            Some(priority) => with_priority(raw.get(), priority),
+            None => raw.get().to_string(),
         }
-        let raw = record
-            .message
-            .ok_or("record has neither message nor payload_b64")?;
-        // A string message is the payload itself; anything else, its JSON text.
-        Ok(match serde_json::from_str::<String>(raw.get()) {
-            Ok(text) => text.into_bytes(),
-            Err(_) => raw.get().as_bytes().to_vec(),
-        })
-    };
-    match (record.origin.as_str(), record.message) {
-        ("ndjson", Some(raw)) if raw.get().starts_with('{') => {
-            let mut bytes = with_priority(raw.get(), record.priority).into_bytes();
-            bytes.push(b'\n');
-            Ok((bytes, true))
-        }
-        ("ndjson" | "frame", _) => {
-            let mut frame = BytesMut::new();
-            encode_frame(record.priority, &payload(&record)?, &mut frame);
-            Ok((frame.to_vec(), false))
-        }
-        (origin, _) => Err(format!("unknown origin {origin:?}")),
+        .into_bytes();
+        bytes.push(b'\n');
+        return Ok((bytes, true));
     }
+    let payload = record.payload().map_err(|err| err.to_string())?;
+    let mut frame = BytesMut::new();
+    encode_frame(
+        record.priority.unwrap_or(default_priority),
+        &payload,
+        &mut frame,
+    );
+    Ok((frame.to_vec(), false))
 }
 
 fn with_priority(object: &str, priority: u8) -> String {
@@ -283,7 +282,7 @@ mod tests {
     #[test]
     fn records_encode_back_to_their_wire_form() {
         let (bytes, acked) =
-            encode(r#"{"message":{"level":"WARN","msg":"x"},"origin":"ndjson","priority":2,"attempts":4,"final_error":"e","failed_at":"t"}"#).unwrap();
+            encode(r#"{"message":{"level":"WARN","msg":"x"},"origin":"ndjson","priority":2,"attempts":4,"final_error":"e","failed_at":"t"}"#, 3).unwrap();
         assert!(acked);
         assert_eq!(
             bytes,
@@ -291,15 +290,32 @@ mod tests {
         );
 
         let (bytes, acked) =
-            encode(r#"{"message":"hello","origin":"frame","priority":9,"attempts":1,"final_error":"e","failed_at":"t"}"#).unwrap();
+            encode(r#"{"message":"hello","origin":"frame","priority":9,"attempts":1,"final_error":"e","failed_at":"t"}"#, 3).unwrap();
         assert!(!acked);
         assert_eq!(bytes, b"\x00\x00\x00\x0a\x09hello");
 
         let (bytes, _) =
-            encode(r#"{"payload_b64":"/wA=","origin":"frame","priority":0,"attempts":1,"final_error":"e","failed_at":"t"}"#).unwrap();
+            encode(r#"{"payload_b64":"/wA=","origin":"frame","priority":0,"attempts":1,"final_error":"e","failed_at":"t"}"#, 3).unwrap();
         assert_eq!(bytes, b"\x00\x00\x00\x07\x00\xff\x00");
 
-        assert!(encode("not json").is_err());
-        assert!(encode(r#"{"origin":"frame","priority":0}"#).is_err());
+        assert!(encode("not json", 3).is_err());
+        assert!(encode(r#"{"origin":"frame","priority":0}"#, 3).is_err());
+    }
+
+    #[test]
+    fn records_without_a_priority_go_as_new_lines_or_at_the_default() {
+        let (bytes, acked) = encode(
+            r#"{"message":{"level":"WARN","m":1},"origin":"ndjson","priority":null}"#,
+            6,
+        )
+        .unwrap();
+        assert!(acked);
+        assert_eq!(bytes, b"{\"level\":\"WARN\",\"m\":1}\n");
+        let (bytes, acked) =
+            encode(r#"{"message":"hi","origin":"frame","priority":null}"#, 6).unwrap();
+        assert!(!acked);
+        assert_eq!(bytes, b"\x00\x00\x00\x07\x06hi");
+        let (bytes, _) = encode(r#"{"payload_b64":"/w==","origin":"frame"}"#, 6).unwrap();
+        assert_eq!(bytes, b"\x00\x00\x00\x06\x06\xff");
     }
 }

@@ -4,7 +4,9 @@
 //! The file is streamed twice (count the records, then keep the requested
 //! page), so memory stays bounded by `limit` however large the file grows.
 //! A missing file means no dead letters; a last line still being written
-//! (no newline yet) is left for the next request.
+//! (no newline yet) is left for the next request. Each line is parsed as a
+//! [`DeadLetterRecord`] and served as such; a line that is not one is served
+//! as `{"unparsable": "<the line>"}`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -13,8 +15,8 @@ use std::path::Path;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use logdist_wire::DeadLetterRecord;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::AppState;
 use crate::api_error::ApiError;
@@ -35,7 +37,26 @@ pub(super) struct DeadLetterPage {
     offset: usize,
     limit: usize,
     /// Newest first: `dead_letters[0]` is record number `total - 1 - offset`.
-    dead_letters: Vec<Value>,
+    dead_letters: Vec<Entry>,
+}
+
+/// One line of the file, as served.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum Entry {
+    Record(Box<DeadLetterRecord>),
+    Unparsable { unparsable: String },
+}
+
+impl Entry {
+    fn parse(line: &[u8]) -> Entry {
+        match DeadLetterRecord::parse(line) {
+            Ok(record) => Entry::Record(Box::new(record)),
+            Err(_) => Entry::Unparsable {
+                unparsable: String::from_utf8_lossy(line).into_owned(),
+            },
+        }
+    }
 }
 
 pub(super) async fn list(
@@ -83,9 +104,7 @@ fn read_page(path: &Path, offset: usize, limit: usize) -> std::io::Result<DeadLe
     if end > first {
         complete_lines(File::open(path)?, |index, line| {
             if (first..end).contains(&index) {
-                dead_letters.push(serde_json::from_slice(line).unwrap_or_else(
-                    |_| serde_json::json!({ "unparsable": String::from_utf8_lossy(line) }),
-                ));
+                dead_letters.push(Entry::parse(line));
             }
         })?;
     }
@@ -127,18 +146,45 @@ mod tests {
         assert_eq!(read_page(&path, 0, 10).unwrap().total, 0);
         let mut text = String::new();
         for i in 0..5 {
-            text.push_str(&format!("{{\"n\":{i}}}\n"));
+            text.push_str(&format!(
+                "{{\"message\":\"m{i}\",\"origin\":\"frame\",\"priority\":3,\"attempts\":{i}}}\n"
+            ));
         }
-        text.push_str("{\"n\":"); // being written
+        text.push_str("{\"message\":"); // being written
         std::fs::write(&path, text).unwrap();
         let page = read_page(&path, 1, 2).unwrap();
         assert_eq!(page.total, 5);
+        let page = serde_json::to_value(&page.dead_letters).unwrap();
         let ns: Vec<i64> = page
-            .dead_letters
+            .as_array()
+            .unwrap()
             .iter()
-            .map(|v| v["n"].as_i64().unwrap())
+            .map(|v| v["attempts"].as_i64().unwrap())
             .collect();
         assert_eq!(ns, [3, 2]);
         assert!(read_page(&path, 9, 2).unwrap().dead_letters.is_empty());
+    }
+
+    #[test]
+    fn records_are_served_typed_and_other_lines_as_unparsable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.ndjson");
+        std::fs::write(
+            &path,
+            "{\"payload_b64\":\"/wCA\",\"origin\":\"frame\",\"priority\":255,\"extra\":1}\n\
+             {\"n\":1}\n\
+             not json\n",
+        )
+        .unwrap();
+        let page = read_page(&path, 0, 10).unwrap();
+        assert_eq!(
+            serde_json::to_value(&page.dead_letters).unwrap(),
+            serde_json::json!([
+                {"unparsable": "not json"},
+                {"unparsable": "{\"n\":1}"},
+                {"payload_b64": "/wCA", "origin": "frame", "priority": 255, "attempts": 0,
+                 "analyzers": [], "final_error": "", "failed_at": ""},
+            ])
+        );
     }
 }
