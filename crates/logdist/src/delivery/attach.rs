@@ -2,13 +2,11 @@
 //! and the static ones the distributor dials out to share one path from
 //! registration to hand-back.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use logdist_router::{Envelope, PriorityQueues};
 use logdist_wire::{JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -18,23 +16,21 @@ use super::directory::{Departure, Link};
 use super::handshake::{Introduction, read_handshake};
 use super::probe::probe;
 use super::session::{AnalyzerSession, read_control};
+use crate::transport::stream::write_all_flushed;
+use crate::transport::{ReadHalf, Stream, WriteHalf};
 
 /// Why the session of a static analyzer removed from the config ended.
 const RETIRED: &str = "removed from the config";
 
-/// Serves one analyzer that connected to the analyzer listener.
-pub async fn serve_dial_in(stream: TcpStream, ctx: Arc<DeliveryContext>) {
-    let peer = match stream.peer_addr() {
-        Ok(peer) => peer,
-        Err(_) => return,
-    };
-    let _ = stream.set_nodelay(true);
+/// Serves one analyzer that connected to the analyzer listener (past its
+/// allow list and TLS handshake) from `peer`.
+pub async fn serve_dial_in(stream: Stream, peer: SocketAddr, ctx: Arc<DeliveryContext>) {
     let (intro, framed, writer) = match read_handshake(stream, peer).await {
         Ok(found) => found,
         Err(refusal) => {
             tracing::warn!(%peer, reason = %refusal.reason, "analyzer connection refused");
             if let Some(mut stream) = refusal.reply {
-                let _ = stream.write_all(&error_reply(&refusal.reason)).await;
+                let _ = write_all_flushed(&mut stream, &error_reply(&refusal.reason)).await;
             }
             return;
         }
@@ -50,8 +46,8 @@ pub async fn serve_dial_in(stream: TcpStream, ctx: Arc<DeliveryContext>) {
 /// Returns whether the analyzer was accepted at all.
 pub async fn attach<D>(
     intro: Introduction,
-    reader: FramedRead<OwnedReadHalf, D>,
-    mut writer: OwnedWriteHalf,
+    reader: FramedRead<ReadHalf, D>,
+    mut writer: WriteHalf,
     ctx: &Arc<DeliveryContext>,
     removed: &CancellationToken,
 ) -> bool {
@@ -74,13 +70,13 @@ pub async fn attach<D>(
         Err(err) => {
             tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer refused");
             if intro.replies {
-                let _ = writer.write_all(&error_reply(&err.to_string())).await;
+                let _ = write_all_flushed(&mut writer, &error_reply(&err.to_string())).await;
             }
             return false;
         }
     };
     if intro.replies
-        && let Err(err) = writer.write_all(hello_ok()).await
+        && let Err(err) = write_all_flushed(&mut writer, hello_ok()).await
     {
         tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer left during handshake");
         // Messages may have been routed to it already.
