@@ -30,7 +30,7 @@ use crate::ingest::listener::accept_emitters;
 use crate::shutdown::Shutdown;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::http::GatedListener;
-use crate::transport::{Gate, Gates};
+use crate::transport::{Gate, Gates, Policy};
 
 /// A distributor whose listeners are bound (so their ports are known) but not yet serving.
 pub struct Server {
@@ -246,18 +246,21 @@ impl Server {
         if let Some(listener) = self.admin_listener {
             let gate = self.gates.admin.clone();
             let tls = gate.is_tls();
-            let listener =
-                GatedListener::new(listener, gate).expect("a bound listener has a local address");
-            // Tracked with the emitters: an HTTP ingest request is an emitter too.
-            let ingest = http::routes(ingest.clone(), emitters.clone());
-            emitters.spawn(admin::serve(
-                listener,
-                tls,
-                self.observed.clone(),
-                self.admin,
-                ingest,
-                shutdown.stop_accepting.clone(),
-            ));
+            match GatedListener::new(listener, gate) {
+                Ok(listener) => {
+                    // Tracked with the emitters: an HTTP ingest request is an emitter too.
+                    let ingest = http::routes(ingest.clone(), emitters.clone());
+                    emitters.spawn(admin::serve(
+                        listener,
+                        tls,
+                        self.observed.clone(),
+                        self.admin,
+                        ingest,
+                        shutdown.stop_accepting.clone(),
+                    ));
+                }
+                Err(err) => tracing::error!(%err, "admin API not started"),
+            }
         }
         let holding = tokio::spawn(release_held(
             delivery.router.clone(),
@@ -313,15 +316,18 @@ impl Server {
 /// Says once, at startup, when analyzers from beyond this host can connect
 /// without proving who they are, and which keys would close that.
 fn warn_if_analyzers_are_open(config: &Config, gate: &Gate) {
-    let policy = gate.policy();
-    if config.analyzers.listen.ip().is_loopback() || policy.mutual || policy.allow.loopback_only() {
-        return;
+    if analyzers_are_open(config.analyzers.listen, &gate.policy()) {
+        tracing::warn!(
+            listen = %config.analyzers.listen,
+            "any host that reaches the analyzer listener can attach as an analyzer and receive \
+             logs: set analyzers.tls.client_ca (mutual TLS) and/or restrict analyzers.allow"
+        );
     }
-    tracing::warn!(
-        listen = %config.analyzers.listen,
-        "any host that reaches the analyzer listener can attach as an analyzer and receive \
-         logs: set analyzers.tls.client_ca (mutual TLS) and/or restrict analyzers.allow"
-    );
+}
+
+/// Whether analyzers from other hosts can attach without a certificate.
+fn analyzers_are_open(listen: SocketAddr, policy: &Policy) -> bool {
+    !(listen.ip().is_loopback() || policy.mutual || policy.allow.loopback_only())
 }
 
 async fn bind(address: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
@@ -339,4 +345,38 @@ pub fn write_ready_file(path: &Path, addresses: &Addresses) -> std::io::Result<(
     let json = serde_json::to_vec_pretty(addresses).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, json)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::allow::AllowList;
+
+    #[test]
+    fn open_analyzer_listeners_are_told_apart() {
+        let anywhere: SocketAddr = "0.0.0.0:8081".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:8081".parse().unwrap();
+        let allow = |nets: &[&str]| {
+            let nets: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+            AllowList::from_config("analyzers.allow", Some(&nets)).unwrap()
+        };
+        // The defaults: open.
+        assert!(analyzers_are_open(anywhere, &Policy::open()));
+        assert!(!analyzers_are_open(loopback, &Policy::open()));
+        let mutual = Policy {
+            mutual: true,
+            ..Policy::open()
+        };
+        assert!(!analyzers_are_open(anywhere, &mutual));
+        let local_only = Policy {
+            allow: allow(&["127.0.0.1/32", "::1"]),
+            ..Policy::open()
+        };
+        assert!(!analyzers_are_open(anywhere, &local_only));
+        let lan = Policy {
+            allow: allow(&["10.0.0.0/8"]),
+            ..Policy::open()
+        };
+        assert!(analyzers_are_open(anywhere, &lan));
+    }
 }

@@ -115,6 +115,30 @@ async fn tls_emitter_listener_refuses_plaintext_and_acks_clients_that_trust_it()
 }
 
 #[tokio::test]
+async fn silent_clients_do_not_hold_up_a_tls_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let tls = server_tls(dir.path(), "server", &ca.issue(&["localhost"]), None);
+    let server = TestServer::start_with(|c| c.listeners[1].tls = Some(tls)).await;
+
+    // Two clients that connect and never say a word: their handshakes wait
+    // (up to 10 s each) in their own tasks, not in the accept loop...
+    let _silent = [
+        connect(server.acked_emitters).await,
+        connect(server.acked_emitters).await,
+    ];
+    // ...so the next client is served at once (were the handshakes done in
+    // the accept loop, it would wait 20 s).
+    let client = pki::client(&ca, None);
+    let stream = pki::connect(&client, server.acked_emitters, "localhost")
+        .await
+        .unwrap();
+    let reply = line_and_reply(stream, "{\"message\":\"not held up\"}\n").await;
+    assert_eq!(reply, ACK_OK);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn mutual_tls_refuses_clients_without_a_certificate_from_its_ca() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test CA");
@@ -214,6 +238,48 @@ async fn tls_analyzers_receive_messages_and_plaintext_ones_are_refused() {
     assert!(line.contains("to hello"), "{line}");
     hello.ack().await;
     server.wait_for("the hello ack", |s| s.delivered == 6).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tls_analyzer_takes_a_burst_larger_than_the_socket_buffers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let tls = server_tls(dir.path(), "analyzers", &ca.issue(&["localhost"]), None);
+    let server = TestServer::start_with(|c| {
+        c.analyzers.tls = Some(tls);
+        c.analyzers.window = 100_000;
+        c.analyzers.queue_capacity = 100_000;
+    })
+    .await;
+    let client = pki::client(&ca, None);
+    let stream = pki::connect(&client, server.analyzers, "localhost")
+        .await
+        .unwrap();
+    let (reader, writer) = halves(stream);
+    let mut seed = SeedAnalyzer::from_halves(reader, writer, "seed".to_string());
+    seed.send_handshake(1.0).await;
+    server.wait_analyzers(1).await;
+
+    // 16 MB queued at once, read while it is written: batches of many TLS
+    // records, writes the socket takes only in part, acks read meanwhile.
+    const N: usize = 8_000;
+    let padding = "x".repeat(2_000);
+    let payloads: Vec<Vec<u8>> = (0..N)
+        .map(|i| format!("{i}:{padding}").into_bytes())
+        .collect();
+    let messages: Vec<(u8, &[u8])> = payloads.iter().map(|p| (1, p.as_slice())).collect();
+    let mut emitter = connect(server.emitters).await;
+    emitter.write_all(&frames(&messages)).await.unwrap();
+    emitter.shutdown().await.unwrap();
+    server
+        .wait_for("the burst queued", |s| s.routed == N as u64)
+        .await;
+    let got = seed.take_and_ack(N).await;
+    assert_eq!(got.len(), N);
+    server
+        .wait_for("every message acknowledged", |s| s.delivered == N as u64)
+        .await;
     server.shutdown().await;
 }
 

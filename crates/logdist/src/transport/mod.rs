@@ -62,12 +62,16 @@ impl Gates {
             stats.clone(),
         );
         let admin = &config.admin;
-        let policy = Policy::load(
-            "admin",
-            admin.allow.as_deref(),
-            admin.tls.as_ref(),
-            tls::HTTP_ALPN,
-        )?;
+        // An admin API that is off has no files to read.
+        let policy = match admin.address() {
+            Some(_) => Policy::load(
+                "admin",
+                admin.allow.as_deref(),
+                admin.tls.as_ref(),
+                tls::HTTP_ALPN,
+            )?,
+            None => Policy::open(),
+        };
         let admin = Gate::new(
             Listener::Admin,
             "admin",
@@ -113,7 +117,7 @@ impl Gates {
             )?;
         }
         let admin = &config.admin;
-        if self.admin.address() == admin.listen {
+        if admin.address().is_some() && self.admin.address() == admin.listen {
             reload.prepare(
                 &self.admin,
                 "admin",
