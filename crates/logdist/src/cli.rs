@@ -151,14 +151,14 @@ impl ServeArgs {
 
     fn apply(&self, config: &mut Config) {
         if !self.listen.is_empty() || !self.ack_listen.is_empty() {
-            let plain = self.listen.iter().map(|&address| ListenerConfig {
-                address,
-                ack: AckMode::None,
-            });
-            let acked = self.ack_listen.iter().map(|&address| ListenerConfig {
-                address,
-                ack: AckMode::Message,
-            });
+            let plain = self
+                .listen
+                .iter()
+                .map(|&address| ListenerConfig::plain(address, AckMode::None));
+            let acked = self
+                .ack_listen
+                .iter()
+                .map(|&address| ListenerConfig::plain(address, AckMode::Message));
             config.listeners = plain.chain(acked).collect();
         }
         set(&mut config.analyzers.listen, self.analyzer_listen);

@@ -4,12 +4,19 @@
 //! Every section and key has a working default, so an empty file (or no file)
 //! gives this layout: emitters on 8080, the shipper listener with
 //! per-message acks on 9000, analyzers on 8081.
+//!
+//! Transport settings (`allow`, `tls`) are checked here as far as they can be
+//! without reading files; the certificate and key files themselves are read
+//! and checked by [`crate::transport`] when the server binds or reloads, with
+//! the same kind of error naming the key. Relative paths are relative to the
+//! working directory of the process.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use logdist_wire::{AnalyzerFormat, DEFAULT_LEVELS, DEFAULT_PRIORITY, MAX_FRAME_BYTES_CEILING};
 use serde::Deserialize;
 
@@ -44,6 +51,57 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     #[serde(default)]
     pub ack: AckMode,
+    /// Source networks allowed to connect (CIDRs; a bare address is one
+    /// host); absent: any. Others are closed at once, unread.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// Serve TLS (mutual TLS with `client_ca`); absent: plain TCP.
+    #[serde(default)]
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl ListenerConfig {
+    /// A plain TCP listener open to any source.
+    pub fn plain(address: SocketAddr, ack: AckMode) -> Self {
+        ListenerConfig {
+            address,
+            ack,
+            allow: None,
+            tls: None,
+        }
+    }
+}
+
+/// TLS on a listener. Paths are PEM files, relative to the working directory.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// The certificate chain, the listener's own certificate first.
+    pub cert: PathBuf,
+    /// The private key of `cert` (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates; when set, a client must present a certificate
+    /// signed by one of them (mutual TLS), or the connection is refused.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// TLS for a connection the distributor dials (a static analyzer).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// CA certificates the analyzer's certificate must be signed by.
+    pub ca: PathBuf,
+    /// The name the analyzer's certificate must carry; default: the host
+    /// part of the analyzer's `address`.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// A client certificate to present (with `key`), for analyzers that
+    /// require one.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
 }
 
 /// Whether an emitter listener answers every NDJSON message.
@@ -62,6 +120,12 @@ pub enum AckMode {
 pub struct AnalyzersConfig {
     /// Where analyzers dial in.
     pub listen: SocketAddr,
+    /// Source networks allowed to dial in (as for listeners); absent: any.
+    pub allow: Option<Vec<String>>,
+    /// TLS on the analyzer listener (mutual TLS with `client_ca`).
+    pub tls: Option<ServerTlsConfig>,
+    /// Most dial-in analyzer connections open at once (handshaking included).
+    pub max_connections: usize,
     /// Bound of each of the 256 priority queues of each analyzer.
     pub queue_capacity: usize,
     /// Most messages sent to one analyzer connection and not yet acknowledged.
@@ -96,6 +160,9 @@ pub struct StaticAnalyzerConfig {
     pub format: AnalyzerFormat,
     #[serde(default = "yes")]
     pub acks: bool,
+    /// Dial out over TLS; absent: plain TCP.
+    #[serde(default)]
+    pub tls: Option<ClientTlsConfig>,
 }
 
 fn yes() -> bool {
@@ -144,6 +211,10 @@ pub struct PrioritiesConfig {
 pub struct AdminConfig {
     /// host:port, or "" for no admin API.
     pub listen: String,
+    /// Source networks allowed to connect (as for listeners); absent: any.
+    pub allow: Option<Vec<String>>,
+    /// HTTPS instead of HTTP (with `client_ca`, clients need a certificate).
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl AdminConfig {
@@ -172,14 +243,14 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listeners: vec![
-                ListenerConfig {
-                    address: "0.0.0.0:8080".parse().expect("valid literal"),
-                    ack: AckMode::None,
-                },
-                ListenerConfig {
-                    address: "0.0.0.0:9000".parse().expect("valid literal"),
-                    ack: AckMode::Message,
-                },
+                ListenerConfig::plain(
+                    "0.0.0.0:8080".parse().expect("valid literal"),
+                    AckMode::None,
+                ),
+                ListenerConfig::plain(
+                    "0.0.0.0:9000".parse().expect("valid literal"),
+                    AckMode::Message,
+                ),
             ],
             analyzers: AnalyzersConfig::default(),
             delivery: DeliveryConfig::default(),
@@ -196,6 +267,9 @@ impl Default for AnalyzersConfig {
     fn default() -> Self {
         AnalyzersConfig {
             listen: "0.0.0.0:8081".parse().expect("valid literal"),
+            allow: None,
+            tls: None,
+            max_connections: 1024,
             queue_capacity: 1000,
             window: 4096,
             ack_timeout: Duration::from_secs(30),
@@ -246,6 +320,8 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:8082".to_string(),
+            allow: None,
+            tls: None,
         }
     }
 }
@@ -273,7 +349,27 @@ pub enum ConfigError {
         source: Box<toml::de::Error>,
     },
     #[error("invalid config: `{key}` {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid { key: String, problem: String },
+}
+
+impl ConfigError {
+    /// `key` (e.g. `listeners[2].tls.key`) cannot be used: `problem`.
+    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// One entry of an `allow` list: a network in CIDR notation, or a bare
+/// address meaning that host alone (/32 or /128).
+pub fn network(entry: &str) -> Result<IpNet, String> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpNet>()
+        .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{entry:?} is neither a network (10.0.0.0/8) nor an address"))
 }
 
 impl Config {
@@ -295,11 +391,8 @@ impl Config {
 
     /// Rejects values the distributor cannot run with, naming the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-            ConfigError::Invalid {
-                key,
-                problem: problem.into(),
-            }
+        fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+            ConfigError::invalid(key, problem)
         }
         if self.listeners.is_empty() {
             return Err(invalid(
@@ -324,8 +417,20 @@ impl Config {
                 "must be above 0s and at most analyzers.reconnect_max",
             ));
         }
+        if self.analyzers.max_connections == 0 {
+            return Err(invalid("analyzers.max_connections", "must be at least 1"));
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let at = format!("listeners[{i}]");
+            check_allow(&at, listener.allow.as_deref())?;
+            check_server_tls(&at, listener.tls.as_ref())?;
+        }
+        check_allow("analyzers", self.analyzers.allow.as_deref())?;
+        check_server_tls("analyzers", self.analyzers.tls.as_ref())?;
+        check_allow("admin", self.admin.allow.as_deref())?;
+        check_server_tls("admin", self.admin.tls.as_ref())?;
         let mut ids = std::collections::HashSet::new();
-        for analyzer in &self.analyzers.statics {
+        for (i, analyzer) in self.analyzers.statics.iter().enumerate() {
             if analyzer.id.is_empty() || !ids.insert(analyzer.id.as_str()) {
                 return Err(invalid(
                     "analyzers.static.id",
@@ -343,6 +448,29 @@ impl Config {
                     "analyzers.static.address",
                     format!("must be host:port (analyzer {})", analyzer.id),
                 ));
+            }
+            if let Some(tls) = &analyzer.tls {
+                let at = format!("analyzers.static[{i}].tls");
+                check_path(&format!("{at}.ca"), &tls.ca)?;
+                match (&tls.cert, &tls.key) {
+                    (Some(cert), Some(key)) => {
+                        check_path(&format!("{at}.cert"), cert)?;
+                        check_path(&format!("{at}.key"), key)?;
+                    }
+                    (None, None) => {}
+                    (Some(_), None) => {
+                        return Err(invalid(format!("{at}.key"), "must be set with cert"));
+                    }
+                    (None, Some(_)) => {
+                        return Err(invalid(format!("{at}.cert"), "must be set with key"));
+                    }
+                }
+                if tls.server_name.as_deref() == Some("") {
+                    return Err(invalid(
+                        format!("{at}.server_name"),
+                        "must not be empty (leave it out to use the address's host)",
+                    ));
+                }
             }
         }
         if self.delivery.hold_timeout.is_some_and(|t| t.is_zero()) {
@@ -387,6 +515,44 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Checks an `allow` list at `<at>.allow`.
+fn check_allow(at: &str, allow: Option<&[String]>) -> Result<(), ConfigError> {
+    let Some(allow) = allow else {
+        return Ok(());
+    };
+    let key = format!("{at}.allow");
+    if allow.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            "must list at least one network (leave it out to allow any source)",
+        ));
+    }
+    for entry in allow {
+        network(entry).map_err(|problem| ConfigError::invalid(key.clone(), problem))?;
+    }
+    Ok(())
+}
+
+/// Checks what can be checked of a listener's `tls` without reading files.
+fn check_server_tls(at: &str, tls: Option<&ServerTlsConfig>) -> Result<(), ConfigError> {
+    let Some(tls) = tls else {
+        return Ok(());
+    };
+    check_path(&format!("{at}.tls.cert"), &tls.cert)?;
+    check_path(&format!("{at}.tls.key"), &tls.key)?;
+    if let Some(ca) = &tls.client_ca {
+        check_path(&format!("{at}.tls.client_ca"), ca)?;
+    }
+    Ok(())
+}
+
+fn check_path(key: &str, path: &Path) -> Result<(), ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Err(ConfigError::invalid(key, "must be a file path"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -495,6 +661,80 @@ acks = false
         assert!(err.to_string().contains("window"), "{err}");
         let err = Config::from_toml("[[listeners]]\naddress = \"nowhere\"\n").unwrap_err();
         assert!(err.to_string().contains("address"), "{err}");
+    }
+
+    #[test]
+    fn transport_keys_parse_and_bad_ones_are_named() {
+        let text = r#"
+[[listeners]]
+address = "0.0.0.0:6514"
+ack = "message"
+allow = ["10.0.0.0/8", "127.0.0.1", "::1"]
+tls = { cert = "certs/server.pem", key = "certs/server-key.pem", client_ca = "certs/ca.pem" }
+
+[analyzers]
+listen = "0.0.0.0:8081"
+allow = ["10.0.0.0/8"]
+tls = { cert = "a.pem", key = "a-key.pem" }
+max_connections = 16
+
+[[analyzers.static]]
+id = "a1"
+address = "analyzer-1:9501"
+weight = 1.0
+tls = { ca = "certs/ca.pem", server_name = "analyzer-1", cert = "c.pem", key = "c-key.pem" }
+
+[admin]
+listen = "127.0.0.1:8082"
+tls = { cert = "s.pem", key = "s-key.pem" }
+"#;
+        let config = Config::from_toml(text).unwrap();
+        config.validate().unwrap();
+        let tls = config.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.client_ca.as_deref(), Some(Path::new("certs/ca.pem")));
+        assert_eq!(config.analyzers.max_connections, 16);
+        let statics = &config.analyzers.statics[0];
+        assert_eq!(
+            statics.tls.as_ref().unwrap().server_name.as_deref(),
+            Some("analyzer-1")
+        );
+        assert!(config.admin.tls.is_some());
+        assert_eq!(
+            network("127.0.0.1").unwrap(),
+            "127.0.0.1/32".parse::<IpNet>().unwrap()
+        );
+        assert_eq!(network("::1").unwrap(), "::1/128".parse::<IpNet>().unwrap());
+
+        let mut bad = config.clone();
+        bad.listeners[0].allow = Some(vec!["10.0.0.0/33".to_string()]);
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("listeners[0].allow"), "{err}");
+        bad.listeners[0].allow = Some(Vec::new());
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("listeners[0].allow"), "{err}");
+
+        let mut bad = config.clone();
+        bad.analyzers.allow = Some(vec!["not-a-network".to_string()]);
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("analyzers.allow"), "{err}");
+
+        let mut bad = config.clone();
+        bad.analyzers.statics[0].tls.as_mut().unwrap().key = None;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("analyzers.static[0].tls.key"), "{err}");
+
+        let mut bad = config.clone();
+        bad.admin.tls.as_mut().unwrap().cert = PathBuf::new();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("admin.tls.cert"), "{err}");
+
+        let mut bad = config;
+        bad.analyzers.max_connections = 0;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("analyzers.max_connections"), "{err}");
+
+        let err = Config::from_toml("[admin]\ntls = { cert = \"a\", kye = \"b\" }\n").unwrap_err();
+        assert!(err.to_string().contains("kye"), "{err}");
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! - [`control`]: the admin HTTP API, Prometheus metrics, the CSV export and
 //!   config reload.
 //!
-//! Below them: [`config`], [`stats`], [`shutdown`], [`accept`] and
-//! [`api_error`], which import none of the stages. Above them: [`server`],
+//! Below them: [`config`], [`stats`], [`refusal`], [`shutdown`], [`accept`],
+//! [`api_error`] and [`transport`] (allow lists, TLS, the stream type every
+//! connection uses), which import none of the stages. Above them: [`server`],
 //! which wires the stages together, and [`cli`]. ARCHITECTURE.md at the
 //! repository root has the map and the invariants.
 
@@ -21,9 +22,11 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod ingest;
+pub mod refusal;
 pub mod server;
 pub mod shutdown;
 pub mod stats;
+pub mod transport;
 
 pub use config::Config;
 pub use server::{Addresses, Server, ShutdownReport};

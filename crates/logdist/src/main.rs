@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use logdist::cli::{Cli, Command, DeadLetterCommand, ReplayArgs, ServeArgs};
 use logdist::control::reload::ReloadHandle;
-use logdist::server::write_ready_file;
+use logdist::server::{BindError, write_ready_file};
 use logdist::{Config, Server};
 use tracing_subscriber::EnvFilter;
 
@@ -86,7 +86,12 @@ async fn serve(args: ServeArgs, config: Config) -> ExitCode {
     {
         let server = match Server::bind(&config).await {
             Ok(server) => server,
-            Err(err) => {
+            // A certificate or key that does not load is a bad setting like any other.
+            Err(BindError::Config(err)) => {
+                eprintln!("logdist: {err}");
+                return ExitCode::from(2);
+            }
+            Err(BindError::Io(err)) => {
                 eprintln!("logdist: {err}");
                 return ExitCode::FAILURE;
             }

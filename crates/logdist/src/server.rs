@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{AckMode, Config, MetricsConfig};
+use crate::config::{AckMode, Config, ConfigError, MetricsConfig};
 use crate::control::admin::{self, AdminSettings};
 use crate::control::metrics_csv;
 use crate::control::observed::Observed;
@@ -29,15 +29,20 @@ use crate::ingest::http;
 use crate::ingest::listener::accept_emitters;
 use crate::shutdown::Shutdown;
 use crate::stats::{Stats, StatsSnapshot};
+use crate::transport::http::GatedListener;
+use crate::transport::{Gate, Gates, Policy};
 
 /// A distributor whose listeners are bound (so their ports are known) but not yet serving.
 pub struct Server {
     ingest: Arc<IngestContext>,
     delivery: Arc<DeliveryContext>,
     observed: Observed,
-    emitter_listeners: Vec<(TcpListener, AckMode)>,
+    emitter_listeners: Vec<(TcpListener, AckMode, Arc<Gate>)>,
     analyzer_listener: TcpListener,
+    analyzer_max_connections: usize,
     admin_listener: Option<TcpListener>,
+    /// Every listener's allow list and TLS, shared with the reloader.
+    gates: Arc<Gates>,
     admin: AdminSettings,
     dead_letters: DeadLetterFile,
     max_connections: usize,
@@ -62,6 +67,18 @@ pub struct ListenerAddress {
     pub ack: AckMode,
 }
 
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A setting that cannot be used (a certificate that does not load, ...):
+    /// the same kind of error as a config that does not validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// What shutdown left behind.
 #[derive(Debug)]
 pub struct ShutdownReport {
@@ -69,20 +86,23 @@ pub struct ShutdownReport {
 }
 
 impl Server {
-    /// Binds every listener of `config`.
-    pub async fn bind(config: &Config) -> std::io::Result<Server> {
+    /// Reads every certificate and key `config` names, then binds every
+    /// listener of `config`.
+    pub async fn bind(config: &Config) -> Result<Server, BindError> {
+        let stats = Arc::new(Stats::default());
+        let gates = Arc::new(Gates::load(config, &stats)?);
         let mut emitter_listeners = Vec::with_capacity(config.listeners.len());
-        for listener in &config.listeners {
+        for (listener, gate) in config.listeners.iter().zip(&gates.emitters) {
             let bound = bind(listener.address, "emitter").await?;
-            emitter_listeners.push((bound, listener.ack));
+            emitter_listeners.push((bound, listener.ack, gate.clone()));
         }
         let analyzer_listener = bind(config.analyzers.listen, "analyzer").await?;
         let admin_listener = match config.admin.address() {
             Some(address) => Some(bind(address, "admin HTTP request").await?),
             None => None,
         };
+        warn_if_analyzers_are_open(config, &gates.analyzers);
 
-        let stats = Arc::new(Stats::default());
         let router = Arc::new(Router::with_holding(config.delivery.hold_capacity));
         let shutdown = Shutdown::default();
         let dead_letters =
@@ -131,14 +151,20 @@ impl Server {
                 drain_grace: config.delivery.shutdown_grace,
             },
         });
-        let reloader = Arc::new(Reloader::new(delivery.clone(), config.clone()));
+        let reloader = Arc::new(Reloader::new(
+            delivery.clone(),
+            config.clone(),
+            gates.clone(),
+        )?);
         Ok(Server {
             ingest,
             delivery,
             observed,
             emitter_listeners,
             analyzer_listener,
+            analyzer_max_connections: config.analyzers.max_connections,
             admin_listener,
+            gates,
             admin: AdminSettings {
                 dead_letter_path: config.delivery.dead_letter_path.clone(),
                 window: config.analyzers.window,
@@ -159,7 +185,7 @@ impl Server {
             listeners: self
                 .emitter_listeners
                 .iter()
-                .map(|(l, ack)| ListenerAddress {
+                .map(|(l, ack, _)| ListenerAddress {
                     address: local(l),
                     ack: *ack,
                 })
@@ -199,10 +225,11 @@ impl Server {
         let permits = Arc::new(Semaphore::new(self.max_connections));
 
         let mut acceptors = Vec::new();
-        for (listener, ack) in self.emitter_listeners {
+        for (listener, ack, gate) in self.emitter_listeners {
             acceptors.push(tokio::spawn(accept_emitters(
                 listener,
                 ack,
+                gate,
                 ingest.clone(),
                 emitters.clone(),
                 permits.clone(),
@@ -210,20 +237,30 @@ impl Server {
         }
         acceptors.push(tokio::spawn(accept_analyzers(
             self.analyzer_listener,
+            self.gates.analyzers.clone(),
+            self.analyzer_max_connections,
             delivery.clone(),
             analyzers.clone(),
         )));
         self.reloader.start_statics().await;
         if let Some(listener) = self.admin_listener {
-            // Tracked with the emitters: an HTTP ingest request is an emitter too.
-            let ingest = http::routes(ingest.clone(), emitters.clone());
-            emitters.spawn(admin::serve(
-                listener,
-                self.observed.clone(),
-                self.admin,
-                ingest,
-                shutdown.stop_accepting.clone(),
-            ));
+            let gate = self.gates.admin.clone();
+            let tls = gate.is_tls();
+            match GatedListener::new(listener, gate) {
+                Ok(listener) => {
+                    // Tracked with the emitters: an HTTP ingest request is an emitter too.
+                    let ingest = http::routes(ingest.clone(), emitters.clone());
+                    emitters.spawn(admin::serve(
+                        listener,
+                        tls,
+                        self.observed.clone(),
+                        self.admin,
+                        ingest,
+                        shutdown.stop_accepting.clone(),
+                    ));
+                }
+                Err(err) => tracing::error!(%err, "admin API not started"),
+            }
         }
         let holding = tokio::spawn(release_held(
             delivery.router.clone(),
@@ -276,6 +313,23 @@ impl Server {
     }
 }
 
+/// Says once, at startup, when analyzers from beyond this host can connect
+/// without proving who they are, and which keys would close that.
+fn warn_if_analyzers_are_open(config: &Config, gate: &Gate) {
+    if analyzers_are_open(config.analyzers.listen, &gate.policy()) {
+        tracing::warn!(
+            listen = %config.analyzers.listen,
+            "any host that reaches the analyzer listener can attach as an analyzer and receive \
+             logs: set analyzers.tls.client_ca (mutual TLS) and/or restrict analyzers.allow"
+        );
+    }
+}
+
+/// Whether analyzers from other hosts can attach without a certificate.
+fn analyzers_are_open(listen: SocketAddr, policy: &Policy) -> bool {
+    !(listen.ip().is_loopback() || policy.mutual || policy.allow.loopback_only())
+}
+
 async fn bind(address: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await.map_err(|err| {
         std::io::Error::new(
@@ -291,4 +345,38 @@ pub fn write_ready_file(path: &Path, addresses: &Addresses) -> std::io::Result<(
     let json = serde_json::to_vec_pretty(addresses).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, json)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::allow::AllowList;
+
+    #[test]
+    fn open_analyzer_listeners_are_told_apart() {
+        let anywhere: SocketAddr = "0.0.0.0:8081".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:8081".parse().unwrap();
+        let allow = |nets: &[&str]| {
+            let nets: Vec<String> = nets.iter().map(|n| n.to_string()).collect();
+            AllowList::from_config("analyzers.allow", Some(&nets)).unwrap()
+        };
+        // The defaults: open.
+        assert!(analyzers_are_open(anywhere, &Policy::open()));
+        assert!(!analyzers_are_open(loopback, &Policy::open()));
+        let mutual = Policy {
+            mutual: true,
+            ..Policy::open()
+        };
+        assert!(!analyzers_are_open(anywhere, &mutual));
+        let local_only = Policy {
+            allow: allow(&["127.0.0.1/32", "::1"]),
+            ..Policy::open()
+        };
+        assert!(!analyzers_are_open(anywhere, &local_only));
+        let lan = Policy {
+            allow: allow(&["10.0.0.0/8"]),
+            ..Policy::open()
+        };
+        assert!(analyzers_are_open(anywhere, &lan));
+    }
 }

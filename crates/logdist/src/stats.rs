@@ -13,6 +13,8 @@ use crossbeam_utils::CachePadded;
 use logdist_router::Placed;
 use logdist_wire::RejectReason;
 
+use crate::refusal::{Listener, RefusalReason, Refusals};
+
 #[derive(Default)]
 pub struct Counter(CachePadded<AtomicU64>);
 
@@ -35,8 +37,8 @@ pub struct Stats {
     pub rejected: [Counter; RejectReason::ALL.len()],
     /// Emitter connections closed because a binary length could not be valid.
     pub bad_length_closes: Counter,
-    /// Emitter connections refused because `limits.max_connections` were open.
-    pub connections_refused: Counter,
+    /// Connections refused, by listener and reason (see [`crate::refusal`]).
+    pub refused: Refusals,
     /// Messages put into an analyzer queue (first attempt or redelivery).
     pub routed: Counter,
     /// Of those, messages that went to another analyzer because the picked one was full.
@@ -155,11 +157,23 @@ impl Stats {
         self.rejected[reason as usize].add(n);
     }
 
+    /// Counts a refused connection and logs it (rate-limited).
+    pub fn refuse(
+        &self,
+        listener: Listener,
+        reason: RefusalReason,
+        peer: std::net::SocketAddr,
+        detail: &dyn std::fmt::Display,
+    ) {
+        self.refused.refuse(listener, reason, peer, detail);
+    }
+
     /// Totals are the sums of their per-class counts, read once, so a snapshot
     /// is always consistent with itself.
     pub fn snapshot(&self) -> StatsSnapshot {
         let accepted_by_class = self.accepted_by_class.each_ref().map(Counter::get);
         let delivered_by_class = self.delivered_by_class.each_ref().map(Latency::count);
+        let refused = self.refused.snapshot();
         StatsSnapshot {
             accepted: accepted_by_class.iter().sum(),
             rejected: RejectReason::ALL
@@ -167,7 +181,8 @@ impl Stats {
                 .map(|r| (r.as_str(), self.rejected[*r as usize].get()))
                 .collect(),
             bad_length_closes: self.bad_length_closes.get(),
-            connections_refused: self.connections_refused.get(),
+            connections_refused: refused.iter().map(|(_, _, n)| n).sum(),
+            refused,
             routed: self.routed.get(),
             held: self.held.get(),
             diverted: self.diverted.get(),
@@ -188,7 +203,10 @@ pub struct StatsSnapshot {
     pub accepted: u64,
     pub rejected: Vec<(&'static str, u64)>,
     pub bad_length_closes: u64,
+    /// Connections refused on every listener for every reason.
     pub connections_refused: u64,
+    /// Refusals by listener and reason (every pair, zeros included).
+    pub refused: Vec<(Listener, RefusalReason, u64)>,
     pub routed: u64,
     pub held: u64,
     pub diverted: u64,
@@ -209,6 +227,14 @@ impl StatsSnapshot {
             .iter()
             .find(|(name, _)| *name == reason.as_str())
             .map_or(0, |(_, n)| *n)
+    }
+
+    /// Connections refused on `listener` for `reason`.
+    pub fn refused(&self, listener: Listener, reason: RefusalReason) -> u64 {
+        self.refused
+            .iter()
+            .find(|(l, r, _)| *l == listener && *r == reason)
+            .map_or(0, |(_, _, n)| *n)
     }
 
     pub fn rejected_total(&self) -> u64 {

@@ -6,6 +6,10 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)]
+#[path = "support/pki.rs"]
+mod pki;
+
 const BIN: &str = env!("CARGO_BIN_EXE_logdist");
 
 /// Kills the child if a test fails before it stops it.
@@ -66,6 +70,84 @@ fn bad_config_names_the_key_and_exits_2() {
         assert_eq!(out.status.code(), Some(2));
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(err.contains(key), "{err}");
+    }
+}
+
+/// Runs the binary until it exits (killing it after 10 s: a config that
+/// should have been refused must not leave a server running).
+fn exit_of(command: &mut Command) -> (Option<i32>, String) {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "logdist kept running");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(running.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status.code(), stderr)
+}
+
+#[test]
+fn unusable_tls_files_name_the_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::Ca::new("test CA");
+    let (one, two) = (ca.issue(&["localhost"]), ca.issue(&["localhost"]));
+    let cert = pki::write(dir.path(), "server.pem", &one.cert);
+    let other_key = pki::write(dir.path(), "other-key.pem", &two.key);
+    let missing = dir.path().join("missing.pem");
+    let path = dir.path().join("tls.toml");
+    let config = |listener_tls: &str| {
+        format!(
+            r#"
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[listeners]]
+address = "127.0.0.1:0"
+{listener_tls}
+
+[analyzers]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = ""
+
+[delivery]
+dead_letter_path = "{}"
+"#,
+            dir.path().join("dead.ndjson").display()
+        )
+    };
+    for (tls, key, problem) in [
+        (
+            format!("tls = {{ cert = {cert:?}, key = {other_key:?} }}"),
+            "listeners[1].tls.key",
+            "does not match",
+        ),
+        (
+            format!("tls = {{ cert = {missing:?}, key = {other_key:?} }}"),
+            "listeners[1].tls.cert",
+            "missing.pem",
+        ),
+        (
+            "allow = [\"10.0.0.0/8\", \"10.0.0.0/99\"]".to_string(),
+            "listeners[1].allow",
+            "10.0.0.0/99",
+        ),
+    ] {
+        std::fs::write(&path, config(&tls)).unwrap();
+        let (code, stderr) = exit_of(Command::new(BIN).arg("--config").arg(&path));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(key), "{key} not named: {stderr}");
+        assert!(stderr.contains(problem), "{problem} not said: {stderr}");
     }
 }
 

@@ -29,6 +29,7 @@ fn static_analyzer(
         weight: 1.0,
         format: logdist_wire::AnalyzerFormat::Frame,
         acks: true,
+        tls: None,
     }
 }
 

@@ -69,10 +69,7 @@ impl Logdist {
     ) -> Logdist {
         let dir = tempfile::tempdir().unwrap();
         let mut config = logdist::Config {
-            listeners: vec![ListenerConfig {
-                address,
-                ack: AckMode::Message,
-            }],
+            listeners: vec![ListenerConfig::plain(address, AckMode::Message)],
             ..Default::default()
         };
         config.analyzers.listen = "127.0.0.1:0".parse().unwrap();

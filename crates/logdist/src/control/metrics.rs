@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use super::observed::Observed;
 use crate::delivery::directory::{AnalyzerRecord, Health};
+use crate::refusal::{Listener, RefusalReason};
 use crate::stats::{CLASSES, LATENCY_BOUNDS, Latency, Stats};
 
 /// The content type of [`render`]'s output.
@@ -217,7 +218,19 @@ impl Collector for Scrape {
             e,
             "logdist_emitter_connections_refused",
             "Emitter connections closed at once because limits.max_connections were open.",
-            s.connections_refused,
+            s.refused(Listener::Emitter, RefusalReason::MaxConnections),
+        )?;
+        family(
+            e,
+            "logdist_connections_refused",
+            "Connections refused, by listener (emitter, analyzer, admin) and reason.",
+            MetricType::Counter,
+            s.refused.iter().map(|(listener, reason, n)| {
+                (
+                    vec![("listener", listener.as_str()), ("reason", reason.as_str())],
+                    ConstCounter::new(*n),
+                )
+            }),
         )?;
         counter(
             e,

@@ -2,13 +2,11 @@
 //! and the static ones the distributor dials out to share one path from
 //! registration to hand-back.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use logdist_router::{Envelope, PriorityQueues, RegisterError};
 use logdist_wire::{ErrorCode, JsonControlDecoder, SeedControlDecoder, error_reply, hello_ok};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -18,25 +16,22 @@ use super::directory::{Departure, Link};
 use super::handshake::{Introduction, read_handshake};
 use super::probe::probe;
 use super::session::{AnalyzerSession, read_control};
+use crate::transport::stream::write_all_flushed;
+use crate::transport::{ReadHalf, Stream, WriteHalf};
 
 /// Why the session of a static analyzer removed from the config ended.
 const RETIRED: &str = "removed from the config";
 
-/// Serves one analyzer that connected to the analyzer listener.
-pub async fn serve_dial_in(stream: TcpStream, ctx: Arc<DeliveryContext>) {
-    let peer = match stream.peer_addr() {
-        Ok(peer) => peer,
-        Err(_) => return,
-    };
-    let _ = stream.set_nodelay(true);
+/// Serves one analyzer that connected to the analyzer listener (past its
+/// allow list and TLS handshake) from `peer`.
+pub async fn serve_dial_in(stream: Stream, peer: SocketAddr, ctx: Arc<DeliveryContext>) {
     let (intro, framed, writer) = match read_handshake(stream, peer).await {
         Ok(found) => found,
         Err(refusal) => {
             tracing::warn!(%peer, reason = %refusal.reason, code = %refusal.code, "analyzer connection refused");
             if let Some(mut stream) = refusal.reply {
-                let _ = stream
-                    .write_all(&error_reply(refusal.code, &refusal.reason))
-                    .await;
+                let reply = error_reply(refusal.code, &refusal.reason);
+                let _ = write_all_flushed(&mut stream, &reply).await;
             }
             return;
         }
@@ -52,8 +47,8 @@ pub async fn serve_dial_in(stream: TcpStream, ctx: Arc<DeliveryContext>) {
 /// Returns whether the analyzer was accepted at all.
 pub async fn attach<D>(
     intro: Introduction,
-    reader: FramedRead<OwnedReadHalf, D>,
-    mut writer: OwnedWriteHalf,
+    reader: FramedRead<ReadHalf, D>,
+    mut writer: WriteHalf,
     ctx: &Arc<DeliveryContext>,
     removed: &CancellationToken,
 ) -> bool {
@@ -77,13 +72,13 @@ pub async fn attach<D>(
             tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer refused");
             if intro.replies {
                 let reply = error_reply(refusal_code(err), &err.to_string());
-                let _ = writer.write_all(&reply).await;
+                let _ = write_all_flushed(&mut writer, &reply).await;
             }
             return false;
         }
     };
     if intro.replies
-        && let Err(err) = writer.write_all(hello_ok()).await
+        && let Err(err) = write_all_flushed(&mut writer, hello_ok()).await
     {
         tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer left during handshake");
         // Messages may have been routed to it already.

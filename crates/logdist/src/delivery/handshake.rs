@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use logdist_wire::{AnalyzerFormat, ErrorCode, Handshake, HandshakeDecoder};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 
 use super::directory::Link;
+use crate::transport::{ReadHalf, Stream, WriteHalf};
 
 /// Who an analyzer is and how it wants to be spoken to.
 #[derive(Debug)]
@@ -36,19 +35,19 @@ pub struct Refusal {
     pub code: ErrorCode,
     pub reason: String,
     /// For JSON hellos, which wait for a status line before the close: where to write it.
-    pub reply: Option<OwnedWriteHalf>,
+    pub reply: Option<WriteHalf>,
 }
 
 /// Reads the handshake from `stream`, then splits it: the reader keeps whatever
 /// followed the handshake buffered.
 pub async fn read_handshake(
-    stream: TcpStream,
+    mut stream: Stream,
     peer: SocketAddr,
 ) -> Result<
     (
         Introduction,
-        FramedRead<OwnedReadHalf, HandshakeDecoder>,
-        OwnedWriteHalf,
+        FramedRead<ReadHalf, HandshakeDecoder>,
+        WriteHalf,
     ),
     Refusal,
 > {
@@ -59,10 +58,9 @@ pub async fn read_handshake(
         reply: None,
     };
     // Peeking first tells whether a refusal needs a reply line (JSON hellos wait for one).
-    let mut first = [0u8; 1];
-    let json = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+    let json = match tokio::time::timeout_at(deadline, stream.peek_byte()).await {
         Err(_) => return Err(timed_out()),
-        Ok(Ok(1)) => first[0] == b'{',
+        Ok(Ok(Some(first))) => first == b'{',
         Ok(_) => {
             return Err(Refusal {
                 code: ErrorCode::BadHandshake,

@@ -26,7 +26,6 @@ use futures_util::StreamExt;
 use logdist_router::{Envelope, HoldingQueue, PriorityQueues};
 use logdist_wire::{AnalyzerFormat, Control, OutboundBatch};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +34,7 @@ use super::ack_state::AckState;
 use super::directory::Directory;
 use crate::shutdown::Shutdown;
 use crate::stats::{Counter, DeliveryTally, Stats};
+use crate::transport::WriteHalf;
 
 /// Most bytes encoded into one write; enough to amortize the syscall, small
 /// enough to keep a high-priority arrival from waiting long behind a batch.
@@ -118,7 +118,7 @@ impl AnalyzerSession {
     /// may still come this way.
     pub async fn run(
         self,
-        mut writer: OwnedWriteHalf,
+        mut writer: WriteHalf,
         stats: &Stats,
         shutdown: &Shutdown,
         holding: Option<&HoldingQueue>,
@@ -240,7 +240,7 @@ impl AnalyzerSession {
     /// the write finish nor acked anything for `ack_timeout`.
     async fn write_watched(
         &self,
-        writer: &mut OwnedWriteHalf,
+        writer: &mut WriteHalf,
         batch: &OutboundBatch,
         shutdown: &Shutdown,
     ) -> io::Result<()> {
@@ -310,8 +310,10 @@ impl InFlight {
     }
 }
 
-/// Writes every chunk, as few `writev` calls as the kernel allows.
-async fn write_chunks(writer: &mut OwnedWriteHalf, chunks: &[Bytes]) -> io::Result<()> {
+/// Writes every chunk, as few `writev` calls as the kernel allows, and
+/// flushes (TLS holds back what the socket did not take; plain TCP holds
+/// nothing).
+async fn write_chunks(writer: &mut WriteHalf, chunks: &[Bytes]) -> io::Result<()> {
     let mut index = 0;
     let mut offset = 0;
     while index < chunks.len() {
@@ -338,5 +340,5 @@ async fn write_chunks(writer: &mut OwnedWriteHalf, chunks: &[Bytes]) -> io::Resu
             }
         }
     }
-    Ok(())
+    writer.flush().await
 }

@@ -1,13 +1,14 @@
-//! Static analyzers: the distributor dials out, keeps the analyzer out of the
-//! routing table while it is down, and reconnects with exponential backoff and
-//! full jitter. While connected, [`probe`](super::probe) watches its host.
+//! Static analyzers: the distributor dials out (over TLS when the analyzer's
+//! `tls` is set), keeps the analyzer out of the routing table while it is
+//! down, and reconnects with exponential backoff and full jitter. A failed
+//! TLS handshake (wrong name, unknown CA) is a connection failure like any
+//! other. While connected, [`probe`](super::probe) watches its host.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use logdist_net::Backoff;
 use logdist_wire::HandshakeDecoder;
-use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -16,25 +17,29 @@ use super::context::DeliveryContext;
 use super::directory::{Directory, Link};
 use super::handshake::Introduction;
 use crate::config::StaticAnalyzerConfig;
+use crate::transport::Dialer;
 
-/// How long one connection attempt may take.
+/// How long one connection attempt may take (TLS handshake included).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keeps one static analyzer connected until shutdown stops reconnecting
 /// (`stop_accepting`; a live session drains as any other), or until `removed`
 /// is cancelled by a reload, which drains a live session first. The analyzer
 /// must be listed in the directory; the reloader lists and forgets it.
+/// `dialer` connects (the reloader may replace its TLS settings).
 pub async fn run_static(
     config: StaticAnalyzerConfig,
+    dialer: Arc<Dialer>,
     ctx: Arc<DeliveryContext>,
     removed: CancellationToken,
 ) {
     let id: Arc<str> = Arc::from(config.id.as_str());
-    keep_connected(&config, &id, &ctx, &removed).await;
+    keep_connected(&config, &dialer, &id, &ctx, &removed).await;
 }
 
 async fn keep_connected(
     config: &StaticAnalyzerConfig,
+    dialer: &Dialer,
     id: &Arc<str>,
     ctx: &Arc<DeliveryContext>,
     removed: &CancellationToken,
@@ -48,14 +53,13 @@ async fn keep_connected(
             return;
         }
         let connected = tokio::select! {
-            connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&config.address)) => connected,
+            connected = tokio::time::timeout(CONNECT_TIMEOUT, dialer.connect(&config.address)) => connected,
             _ = stop.cancelled() => return,
             _ = removed.cancelled() => return,
         };
         let failures = backoff.failures();
         match connected {
             Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
                 let (reader, writer) = stream.into_split();
                 let intro = Introduction {
                     id: id.clone(),

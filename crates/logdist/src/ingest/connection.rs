@@ -15,14 +15,15 @@ use logdist_router::{Cursor, Envelope, Placed, RoutingTable};
 use logdist_wire::{
     Decoded, ErrorCode, IngestDecoder, IngestError, RejectReason, Rejection, error_reply,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio_util::codec::Decoder;
 
 use super::context::IngestContext;
 use crate::config::AckMode;
 use crate::delivery::dead_letter::SHUTDOWN_ERROR;
 use crate::stats::{CLASSES, class_of};
+use crate::transport::Stream;
+use crate::transport::stream::write_all_flushed;
 
 /// Bytes asked of the socket per read; also the size of the buffers messages share.
 const READ_CHUNK: usize = 64 * 1024;
@@ -30,7 +31,7 @@ const READ_CHUNK: usize = 64 * 1024;
 const ACK_OK: &[u8] = b"{\"status\":\"ok\",\"message\":\"received\"}\n";
 
 pub struct EmitterConnection {
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     buffer: BytesMut,
     decoder: IngestDecoder,
@@ -57,7 +58,7 @@ struct Tally {
 }
 
 impl EmitterConnection {
-    pub fn new(stream: TcpStream, peer: SocketAddr, ack: AckMode, ctx: &IngestContext) -> Self {
+    pub fn new(stream: Stream, peer: SocketAddr, ack: AckMode, ctx: &IngestContext) -> Self {
         EmitterConnection {
             stream,
             peer,
@@ -217,7 +218,7 @@ impl EmitterConnection {
         if self.replies.is_empty() {
             return Ok(());
         }
-        let result = self.stream.write_all(&self.replies).await;
+        let result = write_all_flushed(&mut self.stream, &self.replies).await;
         self.replies.clear();
         result
     }

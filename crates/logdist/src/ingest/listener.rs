@@ -11,29 +11,45 @@ use super::connection::EmitterConnection;
 use super::context::IngestContext;
 use crate::accept::accept;
 use crate::config::AckMode;
+use crate::refusal::RefusalReason;
+use crate::transport::Gate;
 
 /// Accepts emitters until shutdown stops accepting; their connections run
-/// on `tasks`, each holding one of `permits` while it lives.
+/// on `tasks`, each holding one of `permits` while it lives (TLS handshake
+/// included). `gate` decides who gets in.
 pub async fn accept_emitters(
     listener: TcpListener,
     ack: AckMode,
+    gate: Arc<Gate>,
     ctx: Arc<IngestContext>,
     tasks: TaskTracker,
     permits: Arc<Semaphore>,
 ) {
     let address = listener.local_addr().ok();
-    tracing::info!(?address, ?ack, "listening for emitters");
+    let tls = gate.is_tls();
+    tracing::info!(?address, ?ack, tls, "listening for emitters");
     while let Some((stream, peer)) = accept(&listener, &ctx.shutdown.stop_accepting).await {
+        let Some(admission) = gate.admit(peer) else {
+            continue;
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            ctx.stats.connections_refused.add(1);
-            tracing::warn!(%peer, "emitter connection refused: limits.max_connections reached");
-            drop(stream);
+            gate.refuse(
+                peer,
+                RefusalReason::MaxConnections,
+                &"limits.max_connections reached",
+            );
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = EmitterConnection::new(stream, peer, ack, &ctx);
         let ctx = ctx.clone();
         tasks.spawn(async move {
+            let Some(stream) = admission
+                .establish(stream, &ctx.shutdown.stop_accepting)
+                .await
+            else {
+                return;
+            };
+            let connection = EmitterConnection::new(stream, peer, ack, &ctx);
             connection.run(&ctx).await;
             drop(permit);
         });

@@ -2,6 +2,8 @@
 //! ephemeral 127.0.0.1 ports. Every wait is bounded by [`TIMEOUT`].
 #![allow(dead_code)] // each test binary uses a different part of this
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,9 +19,8 @@ use logdist_router::Router;
 use logdist_wire::{
     FrameDecoder, Message, encode_frame, seed_ack_word, seed_handshake, seed_weight_word,
 };
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
@@ -41,6 +42,8 @@ pub struct TestServer {
     pub analyzers: SocketAddr,
     /// The admin HTTP API, as a base URL (`http://127.0.0.1:port`).
     pub admin: String,
+    /// The admin API's address.
+    pub admin_address: Option<SocketAddr>,
     pub stats: Arc<Stats>,
     pub router: Arc<Router>,
     pub directory: Arc<logdist::delivery::directory::Directory>,
@@ -59,14 +62,8 @@ pub fn test_config(dir: &tempfile::TempDir) -> Config {
     let mut config = Config::default();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     config.listeners = vec![
-        logdist::config::ListenerConfig {
-            address: any,
-            ack: AckMode::None,
-        },
-        logdist::config::ListenerConfig {
-            address: any,
-            ack: AckMode::Message,
-        },
+        logdist::config::ListenerConfig::plain(any, AckMode::None),
+        logdist::config::ListenerConfig::plain(any, AckMode::Message),
     ];
     config.analyzers.listen = any;
     config.admin.listen = any.to_string();
@@ -102,6 +99,7 @@ impl TestServer {
             admin: addresses
                 .admin
                 .map_or_else(String::new, |a| format!("http://{a}")),
+            admin_address: addresses.admin,
             stats,
             router,
             directory,
@@ -192,9 +190,25 @@ pub struct Stopped {
 pub struct SeedAnalyzer {
     /// The id the distributor gives it: `analyzer_<its address>`.
     pub id: String,
-    frames: FramedRead<OwnedReadHalf, FrameDecoder>,
-    writer: OwnedWriteHalf,
+    frames: FramedRead<Reader, FrameDecoder>,
+    writer: Writer,
     pub received: u64,
+}
+
+/// Either half of a test client's connection, plain TCP or TLS.
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Boxed halves of any connection.
+pub fn halves<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> (Reader, Writer) {
+    let (reader, writer) = tokio::io::split(stream);
+    (Box::new(reader), Box::new(writer))
+}
+
+/// Writes and flushes (TLS holds back what it is not told to flush).
+pub async fn send(writer: &mut Writer, bytes: &[u8]) {
+    writer.write_all(bytes).await.unwrap();
+    writer.flush().await.unwrap();
 }
 
 impl SeedAnalyzer {
@@ -211,6 +225,11 @@ impl SeedAnalyzer {
     /// no handshake, frames in, control words out.
     pub fn from_stream(stream: TcpStream, id: String) -> SeedAnalyzer {
         let (reader, writer) = stream.into_split();
+        SeedAnalyzer::from_halves(Box::new(reader), Box::new(writer), id)
+    }
+
+    /// An analyzer on any connection (TLS ones too).
+    pub fn from_halves(reader: Reader, writer: Writer, id: String) -> SeedAnalyzer {
         SeedAnalyzer {
             id,
             frames: FramedRead::new(reader, FrameDecoder::new(1 << 20)),
@@ -241,24 +260,15 @@ impl SeedAnalyzer {
     }
 
     pub async fn send_handshake(&mut self, weight: f32) {
-        self.writer
-            .write_all(&seed_handshake(weight))
-            .await
-            .unwrap();
+        send(&mut self.writer, &seed_handshake(weight)).await;
     }
 
     pub async fn ack(&mut self) {
-        self.writer
-            .write_all(&seed_ack_word(self.received))
-            .await
-            .unwrap();
+        send(&mut self.writer, &seed_ack_word(self.received)).await;
     }
 
     pub async fn set_weight(&mut self, weight: f32) {
-        self.writer
-            .write_all(&seed_weight_word(weight))
-            .await
-            .unwrap();
+        send(&mut self.writer, &seed_weight_word(weight)).await;
     }
 
     /// Drops the connection without acking what it holds.
@@ -267,8 +277,8 @@ impl SeedAnalyzer {
 
 /// A JSON-hello analyzer.
 pub struct HelloAnalyzer {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    reader: BufReader<Reader>,
+    writer: Writer,
     pub received: u64,
     pub format: &'static str,
 }
@@ -284,12 +294,21 @@ impl HelloAnalyzer {
     ) -> (String, HelloAnalyzer) {
         let stream = TcpStream::connect(server.analyzers).await.unwrap();
         stream.set_nodelay(true).unwrap();
-        let (reader, mut writer) = stream.into_split();
+        let (reader, writer) = stream.into_split();
+        HelloAnalyzer::hello(Box::new(reader), Box::new(writer), id, weight, format, acks).await
+    }
+
+    /// Says hello on any connection (TLS ones too) and returns the reply line.
+    pub async fn hello(
+        reader: Reader,
+        mut writer: Writer,
+        id: &str,
+        weight: f64,
+        format: &'static str,
+        acks: bool,
+    ) -> (String, HelloAnalyzer) {
         let hello = serde_json::json!({"id": id, "weight": weight, "format": format, "acks": acks});
-        writer
-            .write_all(format!("{hello}\n").as_bytes())
-            .await
-            .unwrap();
+        send(&mut writer, format!("{hello}\n").as_bytes()).await;
         let mut reader = BufReader::new(reader);
         let mut reply = String::new();
         within("hello reply", reader.read_line(&mut reply))
@@ -347,7 +366,7 @@ impl HelloAnalyzer {
 
     pub async fn ack(&mut self) {
         let line = format!("{{\"ack\":{}}}\n", self.received);
-        self.writer.write_all(line.as_bytes()).await.unwrap();
+        send(&mut self.writer, line.as_bytes()).await;
     }
 }
 

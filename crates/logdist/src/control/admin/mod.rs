@@ -20,12 +20,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::serve::Listener as _;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics;
 use super::observed::Observed;
+use crate::transport::http::GatedListener;
 
 /// What every handler gets.
 struct Admin {
@@ -47,10 +48,12 @@ pub struct AdminSettings {
     pub body_limit: usize,
 }
 
-/// Serves the admin API on `listener`, with `ingest` (HTTP ingest's routes)
-/// merged in, until `stop_accepting` is cancelled.
+/// Serves the admin API on `listener` (plain HTTP or HTTPS, as its gate
+/// says), with `ingest` (HTTP ingest's routes) merged in, until
+/// `stop_accepting` is cancelled.
 pub async fn serve(
-    listener: TcpListener,
+    listener: GatedListener,
+    tls: bool,
     observed: Observed,
     settings: AdminSettings,
     ingest: Router,
@@ -58,7 +61,7 @@ pub async fn serve(
 ) {
     let address = listener.local_addr().ok();
     let app = router(observed, settings, ingest);
-    tracing::info!(?address, "admin API listening");
+    tracing::info!(?address, tls, "admin API listening");
     if let Err(err) = axum::serve(listener, app)
         .with_graceful_shutdown(stop_accepting.cancelled_owned())
         .await

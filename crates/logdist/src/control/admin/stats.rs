@@ -62,7 +62,10 @@ struct Totals {
     rerouted: u64,
     dead_lettered: u64,
     dead_letter_failures: u64,
+    /// Every refused connection, on every listener.
     connections_refused: u64,
+    /// Refused connections by listener, then reason (zeros included).
+    connections_refused_by: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
     bad_length_closes: u64,
     health_changes: u64,
     queued: u64,
@@ -115,6 +118,12 @@ pub(super) async fn stats(State(admin): AppState) -> Json<impl Serialize> {
         dead_lettered: s.dead_lettered,
         dead_letter_failures: s.dead_letter_failures,
         connections_refused: s.connections_refused,
+        connections_refused_by: s.refused.iter().fold(BTreeMap::new(), |mut by, (l, r, n)| {
+            by.entry(l.as_str())
+                .or_insert_with(BTreeMap::new)
+                .insert(r.as_str(), *n);
+            by
+        }),
         bad_length_closes: s.bad_length_closes,
         health_changes: s.health_changes,
         queued: analyzers.iter().map(|a| a.queue_depth).sum(),
