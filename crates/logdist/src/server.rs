@@ -14,10 +14,12 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{AckMode, Config, MetricsConfig};
+use crate::control::admin::guard::AdminAuth;
 use crate::control::admin::{self, AdminSettings};
 use crate::control::metrics_csv;
 use crate::control::observed::Observed;
 use crate::control::reload::{ReloadHandle, Reloader};
+use crate::delivery::access::{AccessPolicy, AnalyzerAccess, TokenSet};
 use crate::delivery::context::{DeliveryContext, SessionSettings};
 use crate::delivery::dead_letter::DeadLetterFile;
 use crate::delivery::directory::Directory;
@@ -71,6 +73,10 @@ pub struct ShutdownReport {
 impl Server {
     /// Binds every listener of `config`.
     pub async fn bind(config: &Config) -> std::io::Result<Server> {
+        // Reads the token files; the error names the key, never a token.
+        let secrets = config
+            .secrets()
+            .map_err(|err| std::io::Error::other(err.to_string()))?;
         let mut emitter_listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             let bound = bind(listener.address, "emitter").await?;
@@ -97,6 +103,13 @@ impl Server {
         let priorities =
             PriorityTable::new(config.priorities.levels.clone(), config.priorities.default);
         let directory = Arc::new(Directory::new(stats.clone(), router.clone()));
+        directory.set_max_weight(config.analyzers.max_weight);
+        let access = Arc::new(AnalyzerAccess::new(AccessPolicy {
+            tokens: TokenSet::new(&secrets.analyzer_tokens),
+            seed_from: config.analyzers.seed_networks(),
+        }));
+        let admin_auth = Arc::new(AdminAuth::new(secrets.admin_token.as_ref()));
+        warn_if_open(config, &secrets);
         let ingest = Arc::new(IngestContext {
             router: router.clone(),
             stats: stats.clone(),
@@ -130,8 +143,17 @@ impl Server {
                 reconnect_max: config.analyzers.reconnect_max,
                 drain_grace: config.delivery.shutdown_grace,
             },
+            access,
         });
-        let reloader = Arc::new(Reloader::new(delivery.clone(), config.clone()));
+        let reloader = Arc::new(Reloader::new(
+            delivery.clone(),
+            admin_auth.clone(),
+            config.clone(),
+        ));
+        let admin_loopback = admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .is_some_and(|a| a.ip().is_loopback());
         Ok(Server {
             ingest,
             delivery,
@@ -142,7 +164,9 @@ impl Server {
             admin: AdminSettings {
                 dead_letter_path: config.delivery.dead_letter_path.clone(),
                 window: config.analyzers.window,
-                body_limit: config.limits.max_decompressed_bytes,
+                body_limit: config.admin.max_body_bytes,
+                auth: admin_auth,
+                loopback_only: admin_loopback,
             },
             dead_letters,
             max_connections: config.limits.max_connections,
@@ -273,6 +297,32 @@ impl Server {
         ShutdownReport {
             stats: delivery.stats.snapshot(),
         }
+    }
+}
+
+/// One warning per listener that anyone on the network can use: the
+/// analyzer listener on a non-loopback address without `analyzers.tokens`,
+/// the admin API on one without `admin.token`.
+fn warn_if_open(config: &Config, secrets: &crate::config::Secrets) {
+    let listen = config.analyzers.listen;
+    if !listen.ip().is_loopback() && secrets.analyzer_tokens.is_empty() {
+        tracing::warn!(
+            address = %listen,
+            "analyzer listener is not on a loopback address and analyzers.tokens is empty: \
+             any program that reaches it can become an analyzer (with a JSON hello) and \
+             receive messages; set analyzers.tokens (and analyzers.seed_handshake_from)"
+        );
+    }
+    if let Some(admin) = config.admin.address()
+        && !admin.ip().is_loopback()
+        && secrets.admin_token.is_none()
+    {
+        tracing::warn!(
+            address = %admin,
+            "admin API is not on a loopback address and admin.token is not set: anyone \
+             who reaches it can change weights, take analyzers out of routing and read \
+             dead letters; set admin.token"
+        );
     }
 }
 

@@ -6,8 +6,9 @@
 //! `level`/`severity` table maps to) each have their own class, and everything
 //! from 6 to 255 shares the class "6-255".
 
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use logdist_router::Placed;
@@ -37,6 +38,11 @@ pub struct Stats {
     pub bad_length_closes: Counter,
     /// Emitter connections refused because `limits.max_connections` were open.
     pub connections_refused: Counter,
+    /// Connections to the analyzer listener that did not become analyzers, and
+    /// weight changes refused, indexed like [`AnalyzerRefusal::ALL`].
+    pub analyzer_refusals: [Counter; AnalyzerRefusal::ALL.len()],
+    /// When each refusal reason was last logged, for [`Stats::refuse_analyzer`].
+    refusal_log: [RateLimit; AnalyzerRefusal::ALL.len()],
     /// Messages put into an analyzer queue (first attempt or redelivery).
     pub routed: Counter,
     /// Of those, messages that went to another analyzer because the picked one was full.
@@ -55,6 +61,88 @@ pub struct Stats {
     pub accepted_by_class: [Counter; CLASSES.len()],
     /// Messages delivered, by priority class, with their arrival-to-ack latency.
     pub delivered_by_class: [Latency; CLASSES.len()],
+}
+
+/// Why the analyzer listener (or an analyzer's control stream) was refused.
+/// The label is the `reason` of `logdist_connections_refused_total{listener="analyzer"}`
+/// and the key under `analyzer_refusals` in the admin stats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnalyzerRefusal {
+    /// A weight out of bounds: negative, not finite, above `analyzers.max_weight`,
+    /// or (seed handshake) positive but tiny or subnormal. From a handshake, a
+    /// control message or (not counted here) the admin API.
+    BadWeight,
+    /// Not a handshake: an invalid hello, bytes after a seed handshake before any
+    /// message was sent, a close or timeout before a complete handshake.
+    BadHandshake,
+    /// A JSON hello without a valid token, or a seed handshake from a network
+    /// not in `analyzers.seed_handshake_from`.
+    Unauthorized,
+    /// A JSON hello claiming the id of a static analyzer.
+    ReservedId,
+}
+
+impl AnalyzerRefusal {
+    pub const ALL: [AnalyzerRefusal; 4] = [
+        AnalyzerRefusal::BadWeight,
+        AnalyzerRefusal::BadHandshake,
+        AnalyzerRefusal::Unauthorized,
+        AnalyzerRefusal::ReservedId,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnalyzerRefusal::BadWeight => "bad_weight",
+            AnalyzerRefusal::BadHandshake => "bad_handshake",
+            AnalyzerRefusal::Unauthorized => "unauthorized",
+            AnalyzerRefusal::ReservedId => "reserved_id",
+        }
+    }
+}
+
+impl std::fmt::Display for AnalyzerRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How often one refusal reason may be logged at warn level: once per period,
+/// so a scanner cannot flood the log (every refusal is still counted).
+pub const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// The base of the rate limiter's clock.
+static CLOCK: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// One log line per [`REFUSAL_LOG_PERIOD`]; counts what it held back.
+#[derive(Default)]
+struct RateLimit {
+    /// Milliseconds since [`CLOCK`] of the last line, plus one (0: never).
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    /// `Some(n)` when a line may be written now (`n` were held back since the
+    /// last one), `None` when this one is only counted.
+    fn allow(&self) -> Option<u64> {
+        self.allow_at(CLOCK.elapsed().as_millis() as u64 + 1)
+    }
+
+    /// [`RateLimit::allow`] at `now` milliseconds (plus one) since [`CLOCK`].
+    fn allow_at(&self, now: u64) -> Option<u64> {
+        let period = REFUSAL_LOG_PERIOD.as_millis() as u64;
+        let last = self.last.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + period)
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
 }
 
 /// The priority classes per-priority counters are kept for; index with [`class_of`].
@@ -155,6 +243,21 @@ impl Stats {
         self.rejected[reason as usize].add(n);
     }
 
+    /// Counts an analyzer refusal and logs it, rate-limited per reason: the
+    /// first in each [`REFUSAL_LOG_PERIOD`] at warn level (with how many were
+    /// held back), the others at debug level only.
+    pub fn refuse_analyzer(&self, reason: AnalyzerRefusal, peer: &str, detail: &str) {
+        let index = reason as usize;
+        self.analyzer_refusals[index].add(1);
+        match self.refusal_log[index].allow() {
+            Some(suppressed) => tracing::warn!(
+                %reason, peer, detail, suppressed,
+                "analyzer connection refused (further refusals for this reason are only counted for {REFUSAL_LOG_PERIOD:?})"
+            ),
+            None => tracing::debug!(%reason, peer, detail, "analyzer connection refused"),
+        }
+    }
+
     /// Totals are the sums of their per-class counts, read once, so a snapshot
     /// is always consistent with itself.
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -168,6 +271,10 @@ impl Stats {
                 .collect(),
             bad_length_closes: self.bad_length_closes.get(),
             connections_refused: self.connections_refused.get(),
+            analyzer_refusals: AnalyzerRefusal::ALL
+                .iter()
+                .map(|r| (r.as_str(), self.analyzer_refusals[*r as usize].get()))
+                .collect(),
             routed: self.routed.get(),
             held: self.held.get(),
             diverted: self.diverted.get(),
@@ -189,6 +296,8 @@ pub struct StatsSnapshot {
     pub rejected: Vec<(&'static str, u64)>,
     pub bad_length_closes: u64,
     pub connections_refused: u64,
+    /// By [`AnalyzerRefusal`] label.
+    pub analyzer_refusals: Vec<(&'static str, u64)>,
     pub routed: u64,
     pub held: u64,
     pub diverted: u64,
@@ -206,6 +315,13 @@ pub struct StatsSnapshot {
 impl StatsSnapshot {
     pub fn rejected(&self, reason: RejectReason) -> u64 {
         self.rejected
+            .iter()
+            .find(|(name, _)| *name == reason.as_str())
+            .map_or(0, |(_, n)| *n)
+    }
+
+    pub fn analyzer_refused(&self, reason: AnalyzerRefusal) -> u64 {
+        self.analyzer_refusals
             .iter()
             .find(|(name, _)| *name == reason.as_str())
             .map_or(0, |(_, n)| *n)
@@ -239,5 +355,34 @@ mod tests {
         assert_eq!(one.sum_nanos.get(), 201_000);
         assert_eq!(stats.delivered_by_class[6].buckets[16].get(), 1);
         assert_eq!(stats.snapshot().delivered_by_class, [0, 2, 0, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn refusals_are_counted_and_logged_once_per_period() {
+        let stats = Stats::default();
+        for _ in 0..3 {
+            stats.refuse_analyzer(AnalyzerRefusal::BadWeight, "127.0.0.1:1", "test");
+        }
+        stats.refuse_analyzer(AnalyzerRefusal::ReservedId, "127.0.0.1:1", "test");
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.analyzer_refused(AnalyzerRefusal::BadWeight), 3);
+        assert_eq!(snapshot.analyzer_refused(AnalyzerRefusal::ReservedId), 1);
+        assert_eq!(snapshot.analyzer_refused(AnalyzerRefusal::Unauthorized), 0);
+        let labels: Vec<&str> = AnalyzerRefusal::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["bad_weight", "bad_handshake", "unauthorized", "reserved_id"]
+        );
+
+        let limit = RateLimit::default();
+        assert_eq!(limit.allow_at(1), Some(0), "the first is logged");
+        assert_eq!(limit.allow_at(2), None, "the next within the period is not");
+        assert_eq!(limit.allow_at(10_000), None);
+        assert_eq!(
+            limit.allow_at(10_001),
+            Some(2),
+            "a period later: logged, with the two held back"
+        );
+        assert_eq!(limit.allow_at(10_002), None);
     }
 }

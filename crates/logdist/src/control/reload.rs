@@ -6,9 +6,19 @@
 //! then its session ends once what it holds is acknowledged, or after the
 //! grace period) and forgotten, and one whose address, format or acks changed
 //! is restarted the same way. Emitter connections and every other analyzer
-//! connection are untouched. Other sections (listeners, limits, ...) need a
-//! restart; a reload that changes them says so in the log and applies the rest.
-//! A config that does not validate changes nothing.
+//! connection are untouched.
+//!
+//! Access settings change too, for the connections and requests that follow:
+//! `analyzers.tokens` (with `tokens_file` read again and
+//! `LOGDIST_ANALYZER_TOKENS`), `analyzers.seed_handshake_from`,
+//! `analyzers.max_weight` (weights already set stay) and `admin.token` (with
+//! `token_file`, `LOGDIST_ADMIN_TOKEN`). Established analyzer connections keep
+//! flowing whatever they authenticated with.
+//!
+//! Other sections and keys (listeners, limits, `admin.listen`,
+//! `admin.max_body_bytes`, ...) need a restart; a reload that changes them
+//! says so in the log and applies the rest. A config that does not validate
+//! (an unreadable token file included) changes nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +28,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError, StaticAnalyzerConfig};
+use crate::config::{AdminConfig, AnalyzersConfig, Config, ConfigError, StaticAnalyzerConfig};
+use crate::control::admin::guard::AdminAuth;
+use crate::delivery::access::{AccessPolicy, TokenSet};
 use crate::delivery::context::DeliveryContext;
 use crate::delivery::directory::Directory;
 use crate::delivery::static_link::run_static;
@@ -27,6 +39,8 @@ use crate::delivery::static_link::run_static;
 pub struct Reloader {
     /// What static analyzer links run with.
     delivery: Arc<DeliveryContext>,
+    /// The admin API's token.
+    admin_auth: Arc<AdminAuth>,
     /// The server's analyzer tasks, so shutdown waits for reloaded ones too.
     tasks: TaskTracker,
     state: Mutex<State>,
@@ -68,12 +82,13 @@ pub enum ReloadError {
 impl Reloader {
     /// Lists the config's static analyzers in the directory at once (unhealthy
     /// until reached), so they show before their links start.
-    pub fn new(delivery: Arc<DeliveryContext>, config: Config) -> Self {
+    pub fn new(delivery: Arc<DeliveryContext>, admin_auth: Arc<AdminAuth>, config: Config) -> Self {
         for analyzer in &config.analyzers.statics {
             list(&delivery.directory, analyzer);
         }
         Reloader {
             delivery,
+            admin_auth,
             tasks: TaskTracker::new(),
             state: Mutex::new(State {
                 config,
@@ -125,10 +140,21 @@ impl Reloader {
 
     async fn apply(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
         config.validate()?;
+        let secrets = config.secrets()?;
         let mut state = self.state.lock().await;
         if self.delivery.shutdown.stop_accepting.is_cancelled() {
             return Err(ReloadError::ShuttingDown);
         }
+        // Access first, so the static analyzers' weights below are checked
+        // against the new maximum.
+        self.delivery.access.set(AccessPolicy {
+            tokens: TokenSet::new(&secrets.analyzer_tokens),
+            seed_from: config.analyzers.seed_networks(),
+        });
+        self.delivery
+            .directory
+            .set_max_weight(config.analyzers.max_weight);
+        self.admin_auth.set(secrets.admin_token.as_ref());
         let mut summary = ReloadSummary {
             needs_restart: restart_only_changes(&state.config, &config),
             ..ReloadSummary::default()
@@ -213,15 +239,38 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         runtime,
     } = new;
     let mut changed = Vec::new();
-    let mut old_analyzers = old.analyzers.clone();
-    old_analyzers.statics.clone_from(&analyzers.statics);
+    // The keys a reload applies are taken from `new`, so only the others compare.
+    let AnalyzersConfig {
+        statics,
+        tokens,
+        tokens_file,
+        seed_handshake_from,
+        max_weight,
+        ..
+    } = analyzers;
+    let old_analyzers = AnalyzersConfig {
+        statics: statics.clone(),
+        tokens: tokens.clone(),
+        tokens_file: tokens_file.clone(),
+        seed_handshake_from: seed_handshake_from.clone(),
+        max_weight: *max_weight,
+        ..old.analyzers.clone()
+    };
+    let AdminConfig {
+        token, token_file, ..
+    } = admin;
+    let old_admin = AdminConfig {
+        token: token.clone(),
+        token_file: token_file.clone(),
+        ..old.admin.clone()
+    };
     let sections = [
         ("listeners", old.listeners != *listeners),
         ("analyzers", old_analyzers != *analyzers),
         ("delivery", old.delivery != *delivery),
         ("limits", old.limits != *limits),
         ("priorities", old.priorities != *priorities),
-        ("admin", old.admin != *admin),
+        ("admin", old_admin != *admin),
         ("metrics", old.metrics != *metrics),
         ("runtime", old.runtime != *runtime),
     ];
