@@ -219,6 +219,18 @@ impl Collector for Scrape {
             "Emitter connections closed at once because limits.max_connections were open.",
             s.connections_refused,
         )?;
+        family(
+            e,
+            "logdist_connections_refused",
+            "Connections refused, by listener and reason (for the analyzer listener: connections that did not become analyzers, and weight updates refused).",
+            MetricType::Counter,
+            s.analyzer_refusals.iter().map(|(reason, n)| {
+                (
+                    vec![("listener", "analyzer"), ("reason", *reason)],
+                    ConstCounter::new(*n),
+                )
+            }),
+        )?;
         counter(
             e,
             "logdist_emitter_connections_bad_length",

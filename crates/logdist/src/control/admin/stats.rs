@@ -29,6 +29,9 @@ struct StatsResponse {
     analyzers: BTreeMap<String, AnalyzerStats>,
     totals: Totals,
     priorities: BTreeMap<&'static str, ClassStats>,
+    /// Connections to the analyzer listener that did not become analyzers
+    /// (and weight updates refused), by reason.
+    analyzer_refusals: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Serialize)]
@@ -156,6 +159,7 @@ pub(super) async fn stats(State(admin): AppState) -> Json<impl Serialize> {
             .collect(),
         totals,
         priorities,
+        analyzer_refusals: s.analyzer_refusals.iter().copied().collect(),
     };
     Json(body)
 }
