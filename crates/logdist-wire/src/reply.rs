@@ -29,7 +29,8 @@ pub enum ErrorCode {
     HelloTooLong,
     /// A JSON hello whose `id` is empty or longer than 128 characters.
     BadId,
-    /// A JSON hello whose `weight` is negative or not finite.
+    /// A JSON hello whose `weight` is negative, not finite, or above the
+    /// distributor's `analyzers.max_weight`.
     BadWeight,
     /// A JSON hello whose `id` is already used by a connected analyzer.
     DuplicateId,

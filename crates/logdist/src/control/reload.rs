@@ -316,3 +316,25 @@ impl ReloadHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn access_keys_apply_on_reload_and_the_rest_needs_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.analyzers.tokens = vec![Secret::new("t")];
+        new.analyzers.tokens_file = Some("/etc/tokens".into());
+        new.analyzers.seed_handshake_from = Some(vec!["10.0.0.0/8".to_string()]);
+        new.analyzers.max_weight = 5.0;
+        new.admin.token = Some(Secret::new("a"));
+        new.admin.token_file = Some("/etc/admin".into());
+        assert!(restart_only_changes(&old, &new).is_empty());
+        new.admin.max_body_bytes = 1;
+        new.analyzers.window = 1;
+        assert_eq!(restart_only_changes(&old, &new), ["analyzers", "admin"]);
+    }
+}
