@@ -24,6 +24,13 @@ const MAX_ID_CHARS: usize = 128;
 /// Seed control words use the sign bit to say "this is an ack".
 const ACK_BIT: u32 = 1 << 31;
 
+/// The smallest positive weight a seed handshake may carry. Four bytes that are
+/// not a handshake at all (a TLS ClientHello starts `16 03 01`, a weight of
+/// about 1e-25) mostly decode to a tiny or subnormal float; no analyzer asks
+/// for a share that small, so such weights are refused (0 itself is allowed:
+/// it connects draining).
+pub const MIN_SEED_WEIGHT: f32 = 1e-6;
+
 /// How the distributor encodes messages for an analyzer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +82,10 @@ pub enum HandshakeError {
     InvalidId,
     #[error("weight must be a finite number >= 0, got {0}")]
     InvalidWeight(f64),
+    /// A seed weight that is positive but subnormal or below [`MIN_SEED_WEIGHT`]:
+    /// most likely the first bytes of another protocol.
+    #[error("seed weight must be 0 or a normal number >= {MIN_SEED_WEIGHT:e}, got {0:e}")]
+    ImplausibleSeedWeight(f64),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -132,6 +143,9 @@ impl Decoder for HandshakeDecoder {
                 // Checking the sign bit, not `< 0.0`, also refuses -0.0.
                 if weight.is_sign_negative() || !weight.is_finite() {
                     return Err(HandshakeError::InvalidWeight(weight.into()));
+                }
+                if weight != 0.0 && !plausible_seed_weight(weight) {
+                    return Err(HandshakeError::ImplausibleSeedWeight(weight.into()));
                 }
                 Ok(Some(Handshake::Seed { weight }))
             }
@@ -286,6 +300,11 @@ fn valid_weight(weight: f64) -> bool {
     weight.is_finite() && weight >= 0.0
 }
 
+/// A positive seed weight that someone could mean: a normal float, not tiny.
+fn plausible_seed_weight(weight: f32) -> bool {
+    weight.is_normal() && weight >= MIN_SEED_WEIGHT
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +345,29 @@ mod tests {
         assert_eq!(
             handshake(&0f32.to_be_bytes()).unwrap(),
             Some(Handshake::Seed { weight: 0.0 })
+        );
+    }
+
+    #[test]
+    fn tiny_and_subnormal_seed_weights_are_refused() {
+        // A TLS ClientHello's first bytes, a subnormal, and a weight just below the minimum.
+        for bytes in [
+            [0x16, 0x03, 0x01, 0x02],
+            f32::from_bits(1).to_be_bytes(),
+            (MIN_SEED_WEIGHT / 2.0).to_be_bytes(),
+        ] {
+            let error = handshake(&bytes).unwrap_err();
+            assert!(
+                matches!(error, HandshakeError::ImplausibleSeedWeight(_)),
+                "{bytes:02x?}: {error}"
+            );
+            assert_eq!(error.code().as_str(), "bad_weight");
+        }
+        assert_eq!(
+            handshake(&MIN_SEED_WEIGHT.to_be_bytes()).unwrap(),
+            Some(Handshake::Seed {
+                weight: MIN_SEED_WEIGHT
+            })
         );
     }
 

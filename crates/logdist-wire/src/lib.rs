@@ -25,8 +25,8 @@ mod reply;
 
 pub use analyzer::{
     AnalyzerFormat, Control, ControlError, Handshake, HandshakeDecoder, HandshakeError, Hello,
-    JsonControlDecoder, SeedControlDecoder, hello_ok, seed_ack_word, seed_handshake,
-    seed_weight_word,
+    JsonControlDecoder, MIN_SEED_WEIGHT, SeedControlDecoder, hello_ok, seed_ack_word,
+    seed_handshake, seed_weight_word,
 };
 pub use dead_letter::{DeadLetterRecord, MessageField, PayloadError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};

@@ -29,17 +29,23 @@ pub enum ErrorCode {
     HelloTooLong,
     /// A JSON hello whose `id` is empty or longer than 128 characters.
     BadId,
-    /// A JSON hello whose `weight` is negative or not finite.
+    /// A JSON hello whose `weight` is negative, not finite, or above the
+    /// distributor's `analyzers.max_weight`.
     BadWeight,
     /// A JSON hello whose `id` is already used by a connected analyzer.
     DuplicateId,
     /// A JSON hello that was not complete within the handshake timeout.
     HandshakeTimeout,
+    /// A JSON hello without a valid `token` while the distributor requires one.
+    Unauthorized,
+    /// A JSON hello whose `id` is the id of a configured static analyzer
+    /// (`[[analyzers.static]]`), connected or not.
+    ReservedId,
 }
 
 impl ErrorCode {
     /// Every code, emitter ones first.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Rejected(RejectReason::InvalidJson),
         ErrorCode::Rejected(RejectReason::NotAnObject),
         ErrorCode::Rejected(RejectReason::BadPriority),
@@ -54,6 +60,8 @@ impl ErrorCode {
         ErrorCode::BadWeight,
         ErrorCode::DuplicateId,
         ErrorCode::HandshakeTimeout,
+        ErrorCode::Unauthorized,
+        ErrorCode::ReservedId,
     ];
 
     /// The code as written in the `reason` field.
@@ -67,6 +75,8 @@ impl ErrorCode {
             ErrorCode::BadWeight => "bad_weight",
             ErrorCode::DuplicateId => "duplicate_id",
             ErrorCode::HandshakeTimeout => "handshake_timeout",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::ReservedId => "reserved_id",
         }
     }
 
@@ -97,7 +107,9 @@ impl HandshakeError {
             HandshakeError::HelloTooLong => ErrorCode::HelloTooLong,
             HandshakeError::InvalidHello(_) => ErrorCode::BadHandshake,
             HandshakeError::InvalidId => ErrorCode::BadId,
-            HandshakeError::InvalidWeight(_) => ErrorCode::BadWeight,
+            HandshakeError::InvalidWeight(_) | HandshakeError::ImplausibleSeedWeight(_) => {
+                ErrorCode::BadWeight
+            }
             // The connection ended (or failed) inside the hello.
             HandshakeError::Io(_) => ErrorCode::BadHandshake,
         }

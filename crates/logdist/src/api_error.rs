@@ -8,6 +8,10 @@ use axum::response::{IntoResponse, Response};
 pub struct ApiError(StatusCode, String);
 
 impl ApiError {
+    pub fn status(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError(status, message.into())
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError(StatusCode::BAD_REQUEST, message.into())
     }
@@ -33,4 +37,12 @@ impl IntoResponse for ApiError {
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
+}
+
+/// The request body, or the JSON error for why it could not be read (413 when
+/// it is larger than `admin.max_body_bytes`).
+pub fn body(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|rejection| ApiError(rejection.status(), rejection.body_text()))
 }

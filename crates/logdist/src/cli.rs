@@ -7,14 +7,29 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{AckMode, Config, ConfigError, ListenerConfig};
+use crate::config::{AckMode, Config, ConfigError, ListenerConfig, Secret};
+
+/// Replaces `[admin] token`.
+pub const ADMIN_TOKEN_ENV: &str = "LOGDIST_ADMIN_TOKEN";
+/// Replaces `[analyzers] tokens`; comma-separated.
+pub const ANALYZER_TOKENS_ENV: &str = "LOGDIST_ANALYZER_TOKENS";
 
 /// logdist: a log distributor. Emitters stream logs over TCP (NDJSON lines,
 /// length-prefixed binary frames with a priority byte, gzip frames); each message
 /// goes to one analyzer in proportion to the analyzers' weights, through 256
 /// strict-priority queues per analyzer, and is never dropped silently.
 #[derive(Debug, Parser)]
-#[command(name = "logdist", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "logdist",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    after_help = "Secrets are read from the config file (admin.token, admin.token_file, \
+analyzers.tokens, analyzers.tokens_file) or from the environment, never from flags: \
+LOGDIST_ADMIN_TOKEN replaces admin.token, LOGDIST_ANALYZER_TOKENS (comma-separated) \
+replaces analyzers.tokens. SIGHUP reloads them."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -145,6 +160,7 @@ impl ServeArgs {
             None => Config::default(),
         };
         self.apply(&mut config);
+        apply_secret_env(&mut config, |name| std::env::var(name).ok());
         config.validate()?;
         Ok(config)
     }
@@ -179,6 +195,23 @@ impl ServeArgs {
         );
         set(&mut config.limits.max_connections, self.max_connections);
         set(&mut config.runtime.worker_threads, self.worker_threads);
+    }
+}
+
+/// `LOGDIST_ADMIN_TOKEN` and `LOGDIST_ANALYZER_TOKENS` over the file's tokens
+/// (secrets have no flags: a command line is visible to every local user). An
+/// empty variable counts as unset.
+pub fn apply_secret_env(config: &mut Config, var: impl Fn(&str) -> Option<String>) {
+    if let Some(token) = var(ADMIN_TOKEN_ENV).filter(|t| !t.trim().is_empty()) {
+        config.admin.token = Some(Secret::new(token.trim()));
+    }
+    if let Some(tokens) = var(ANALYZER_TOKENS_ENV).filter(|t| !t.trim().is_empty()) {
+        config.analyzers.tokens = tokens
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(Secret::new)
+            .collect();
     }
 }
 
@@ -237,6 +270,25 @@ mod tests {
         assert!(
             Cli::try_parse_from(["logdist", "--window", "5", "dead-letter", "replay"]).is_err()
         );
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let mut config = Config::default();
+        config.analyzers.tokens = vec![Secret::new("from-file")];
+        apply_secret_env(&mut config, |_| None);
+        assert_eq!(config.analyzers.tokens, [Secret::new("from-file")]);
+        apply_secret_env(&mut config, |name| match name {
+            ADMIN_TOKEN_ENV => Some(" admin-env ".to_string()),
+            ANALYZER_TOKENS_ENV => Some("one, two,,".to_string()),
+            _ => None,
+        });
+        assert_eq!(config.admin.token, Some(Secret::new("admin-env")));
+        assert_eq!(
+            config.analyzers.tokens,
+            [Secret::new("one"), Secret::new("two")]
+        );
+        config.validate().unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! working directory of the process.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -147,6 +147,50 @@ pub struct AnalyzersConfig {
     /// Analyzers the distributor dials out to.
     #[serde(rename = "static")]
     pub statics: Vec<StaticAnalyzerConfig>,
+    /// When not empty, a JSON hello must carry one of these in `token`
+    /// (`LOGDIST_ANALYZER_TOKENS`, comma-separated, replaces them).
+    pub tokens: Vec<Secret>,
+    /// A file with more tokens, one per line (blank lines and surrounding
+    /// whitespace ignored); read at startup and at every reload.
+    pub tokens_file: Option<PathBuf>,
+    /// Networks (CIDR, or a bare address) allowed the tokenless seed
+    /// handshake; absent means any, an empty list none.
+    pub seed_handshake_from: Option<Vec<String>>,
+    /// The largest weight any source may set (handshake, control message,
+    /// admin API, static analyzer config).
+    pub max_weight: f64,
+}
+
+/// A token or password: compared, never printed (its `Debug` is redacted).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for comparing; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The secrets a config names, with the files it points to read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Secrets {
+    /// `analyzers.tokens` and the lines of `analyzers.tokens_file`; empty: no
+    /// token required.
+    pub analyzer_tokens: Vec<Secret>,
+    /// `admin.token` or the content of `admin.token_file`.
+    pub admin_token: Option<Secret>,
 }
 
 /// An analyzer at a fixed address that the distributor connects to.
@@ -215,6 +259,14 @@ pub struct AdminConfig {
     pub allow: Option<Vec<String>>,
     /// HTTPS instead of HTTP (with `client_ca`, clients need a certificate).
     pub tls: Option<ServerTlsConfig>,
+    /// When set, every request but `GET /api/v1/health` and `GET /metrics`
+    /// needs `Authorization: Bearer <token>` (`LOGDIST_ADMIN_TOKEN` replaces it).
+    pub token: Option<Secret>,
+    /// A file holding the token instead (surrounding whitespace ignored).
+    pub token_file: Option<PathBuf>,
+    /// The largest request body accepted (HTTP ingest included); larger ones
+    /// get 413.
+    pub max_body_bytes: usize,
 }
 
 impl AdminConfig {
@@ -237,6 +289,27 @@ pub struct MetricsConfig {
     pub csv_path: String,
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+}
+
+/// `analyzers.max_weight` unless configured.
+pub const DEFAULT_MAX_WEIGHT: f64 = 1000.0;
+
+impl AnalyzersConfig {
+    /// `seed_handshake_from` parsed: `None` allows any address. Only call on a
+    /// validated config.
+    pub fn seed_networks(&self) -> Option<Vec<ipnet::IpNet>> {
+        self.seed_handshake_from
+            .as_ref()
+            .map(|list| list.iter().filter_map(|n| parse_network(n)).collect())
+    }
+}
+
+/// A CIDR network, or a bare address as a one-address network.
+fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 impl Default for Config {
@@ -277,6 +350,10 @@ impl Default for AnalyzersConfig {
             reconnect_max: Duration::from_secs(10),
             probe_interval: Duration::from_secs(10),
             statics: Vec::new(),
+            tokens: Vec::new(),
+            tokens_file: None,
+            seed_handshake_from: None,
+            max_weight: DEFAULT_MAX_WEIGHT,
         }
     }
 }
@@ -322,6 +399,9 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:8082".to_string(),
             allow: None,
             tls: None,
+            token: None,
+            token_file: None,
+            max_body_bytes: 1 << 20,
         }
     }
 }
@@ -389,11 +469,74 @@ impl Config {
         toml::from_str(text)
     }
 
-    /// Rejects values the distributor cannot run with, naming the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-            ConfigError::invalid(key, problem)
+    /// The tokens, with `analyzers.tokens_file` and `admin.token_file` read.
+    /// An unreadable or empty file is an error naming its key; no error
+    /// message ever holds a token.
+    pub fn secrets(&self) -> Result<Secrets, ConfigError> {
+        let mut analyzer_tokens = self.analyzers.tokens.clone();
+        if let Some(path) = &self.analyzers.tokens_file {
+            let text = read_secret_file("analyzers.tokens_file", path)?;
+            let before = analyzer_tokens.len();
+            analyzer_tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .map(Secret::new),
+            );
+            if analyzer_tokens.len() == before {
+                return Err(invalid(
+                    "analyzers.tokens_file",
+                    format!("{} holds no token", path.display()),
+                ));
+            }
         }
+        if analyzer_tokens.iter().any(|t| t.expose().trim().is_empty()) {
+            return Err(invalid("analyzers.tokens", "must not hold an empty token"));
+        }
+        let admin_token = match (&self.admin.token, &self.admin.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "admin.token_file",
+                    "cannot be set together with admin.token (or LOGDIST_ADMIN_TOKEN)",
+                ));
+            }
+            (Some(token), None) => Some(token.clone()),
+            (None, Some(path)) => {
+                let text = read_secret_file("admin.token_file", path)?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(invalid(
+                        "admin.token_file",
+                        format!("{} holds no token", path.display()),
+                    ));
+                }
+                Some(Secret::new(token))
+            }
+            (None, None) => None,
+        };
+        if let Some(token) = &admin_token {
+            let key = if self.admin.token.is_some() {
+                "admin.token"
+            } else {
+                "admin.token_file"
+            };
+            // It travels in an HTTP header: visible ASCII, no spaces.
+            if token.expose().is_empty() || !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    key,
+                    "must be non-empty visible ASCII without spaces",
+                ));
+            }
+        }
+        Ok(Secrets {
+            analyzer_tokens,
+            admin_token,
+        })
+    }
+
+    /// Rejects values the distributor cannot run with, naming the key. Reads
+    /// the token files (see [`Config::secrets`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.listeners.is_empty() {
             return Err(invalid(
                 "listeners",
@@ -429,6 +572,23 @@ impl Config {
         check_server_tls("analyzers", self.analyzers.tls.as_ref())?;
         check_allow("admin", self.admin.allow.as_deref())?;
         check_server_tls("admin", self.admin.tls.as_ref())?;
+        let max_weight = self.analyzers.max_weight;
+        if !(max_weight.is_finite() && max_weight > 0.0) {
+            return Err(invalid(
+                "analyzers.max_weight",
+                format!("must be a finite number > 0, got {max_weight}"),
+            ));
+        }
+        for network in self.analyzers.seed_handshake_from.iter().flatten() {
+            if parse_network(network).is_none() {
+                return Err(invalid(
+                    "analyzers.seed_handshake_from",
+                    format!(
+                        "must list networks like \"10.1.0.0/16\" or addresses, got {network:?}"
+                    ),
+                ));
+            }
+        }
         let mut ids = std::collections::HashSet::new();
         for (i, analyzer) in self.analyzers.statics.iter().enumerate() {
             if analyzer.id.is_empty() || !ids.insert(analyzer.id.as_str()) {
@@ -437,10 +597,16 @@ impl Config {
                     format!("must be non-empty and unique, got {:?}", analyzer.id),
                 ));
             }
-            if !(analyzer.weight.is_finite() && analyzer.weight >= 0.0) {
+            if !(analyzer.weight.is_finite()
+                && analyzer.weight >= 0.0
+                && analyzer.weight <= self.analyzers.max_weight)
+            {
                 return Err(invalid(
                     "analyzers.static.weight",
-                    format!("must be a finite number >= 0 (analyzer {})", analyzer.id),
+                    format!(
+                        "must be a finite number in 0..={} (analyzers.max_weight), got {} (analyzer {})",
+                        self.analyzers.max_weight, analyzer.weight, analyzer.id
+                    ),
                 ));
             }
             if analyzer.address.is_empty() {
@@ -510,9 +676,13 @@ impl Config {
                 format!("must be ip:port or \"\" (off), got {:?}", self.admin.listen),
             ));
         }
+        if self.admin.max_body_bytes == 0 {
+            return Err(invalid("admin.max_body_bytes", "must be at least 1"));
+        }
         if self.metrics.interval.is_zero() {
             return Err(invalid("metrics.interval", "must be longer than 0s"));
         }
+        self.secrets()?;
         Ok(())
     }
 }
@@ -553,6 +723,16 @@ fn check_path(key: &str, path: &Path) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(key, "must be a file path"));
     }
     Ok(())
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(key, problem)
+}
+
+/// Reads a token file; the error names `key` and the path, never the content.
+fn read_secret_file(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|err| invalid(key, format!("cannot read {}: {err}", path.display())))
 }
 
 #[cfg(test)]
@@ -756,5 +936,80 @@ tls = { cert = "s.pem", key = "s-key.pem" }
         config.admin.listen = String::new();
         config.validate().unwrap();
         assert_eq!(config.admin.address(), None);
+    }
+
+    fn problem(text: &str) -> String {
+        match Config::from_toml(text) {
+            Ok(config) => config.validate().unwrap_err().to_string(),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[test]
+    fn weights_are_bounded_by_max_weight() {
+        for bad in ["0", "-1", "nan", "inf"] {
+            let err = problem(&format!("[analyzers]\nmax_weight = {bad}\n"));
+            assert!(err.contains("analyzers.max_weight"), "{bad}: {err}");
+        }
+        let statics = "[[analyzers.static]]\nid = \"s\"\naddress = \"127.0.0.1:1\"\n";
+        for bad in ["1000.5", "-1", "nan"] {
+            let err = problem(&format!("{statics}weight = {bad}\n"));
+            assert!(err.contains("analyzers.static.weight"), "{bad}: {err}");
+        }
+        let fine = format!("[analyzers]\nmax_weight = 5000.0\n{statics}weight = 4000\n");
+        Config::from_toml(&fine).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn networks_parse_with_bare_addresses() {
+        let config = Config::from_toml(
+            "[analyzers]\nseed_handshake_from = [\"10.1.0.0/16\", \"192.168.1.7\", \"::1\"]\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let networks = config.analyzers.seed_networks().unwrap();
+        assert_eq!(networks[1].to_string(), "192.168.1.7/32");
+        assert_eq!(networks[2].to_string(), "::1/128");
+        assert_eq!(Config::default().analyzers.seed_networks(), None);
+        let err = problem("[analyzers]\nseed_handshake_from = [\"10.1.0.0/33\"]\n");
+        assert!(err.contains("analyzers.seed_handshake_from"), "{err}");
+    }
+
+    #[test]
+    fn token_files_are_read_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "\n  first-token  \n\nsecond-token\n").unwrap();
+        let admin = dir.path().join("admin");
+        std::fs::write(&admin, "admin-secret\n").unwrap();
+        let mut config = Config::default();
+        config.analyzers.tokens = vec![Secret::new("inline-token")];
+        config.analyzers.tokens_file = Some(tokens.clone());
+        config.admin.token_file = Some(admin.clone());
+        config.validate().unwrap();
+        let secrets = config.secrets().unwrap();
+        let values: Vec<&str> = secrets.analyzer_tokens.iter().map(Secret::expose).collect();
+        assert_eq!(values, ["inline-token", "first-token", "second-token"]);
+        assert_eq!(secrets.admin_token.unwrap().expose(), "admin-secret");
+        assert!(!format!("{config:?}").contains("inline-token"));
+
+        std::fs::write(&tokens, "\n   \n").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("analyzers.tokens_file"), "{err}");
+        config.analyzers.tokens_file = Some(dir.path().join("missing"));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("analyzers.tokens_file"), "{err}");
+        config.analyzers.tokens_file = None;
+
+        config.admin.token = Some(Secret::new("also-set"));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("admin.token_file"), "{err}");
+        config.admin.token_file = None;
+        config.admin.token = Some(Secret::new("has space"));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("admin.token") && !err.contains("has space"),
+            "{err}"
+        );
     }
 }

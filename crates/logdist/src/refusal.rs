@@ -11,7 +11,7 @@
 //! `/metrics` follow from that list).
 
 use std::fmt::Display;
-use std::net::SocketAddr;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -50,13 +50,29 @@ pub enum RefusalReason {
     /// port, no or an unknown client certificate under mutual TLS, a client
     /// that does not trust the listener's certificate.
     TlsHandshake,
+    /// A weight out of bounds: negative, not finite, above
+    /// `analyzers.max_weight`, or (seed handshake) positive but tiny or
+    /// subnormal; from a handshake or a control message.
+    BadWeight,
+    /// Not a handshake: an invalid hello, bytes after a seed handshake before
+    /// any message was sent, a close or timeout before a complete handshake.
+    BadHandshake,
+    /// A JSON hello without a valid token, or a seed handshake from a network
+    /// not in `analyzers.seed_handshake_from`.
+    Unauthorized,
+    /// A JSON hello claiming the id of a static analyzer.
+    ReservedId,
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 3] = [
+    pub const ALL: [RefusalReason; 7] = [
         RefusalReason::MaxConnections,
         RefusalReason::NotAllowed,
         RefusalReason::TlsHandshake,
+        RefusalReason::BadWeight,
+        RefusalReason::BadHandshake,
+        RefusalReason::Unauthorized,
+        RefusalReason::ReservedId,
     ];
 
     /// The `reason` label.
@@ -65,6 +81,10 @@ impl RefusalReason {
             RefusalReason::MaxConnections => "max_connections",
             RefusalReason::NotAllowed => "not_allowed",
             RefusalReason::TlsHandshake => "tls_handshake",
+            RefusalReason::BadWeight => "bad_weight",
+            RefusalReason::BadHandshake => "bad_handshake",
+            RefusalReason::Unauthorized => "unauthorized",
+            RefusalReason::ReservedId => "reserved_id",
         }
     }
 
@@ -73,6 +93,12 @@ impl RefusalReason {
             .iter()
             .position(|r| *r == self)
             .expect("every reason is in ALL")
+    }
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -119,7 +145,7 @@ impl Refusals {
         &self,
         listener: Listener,
         reason: RefusalReason,
-        peer: SocketAddr,
+        peer: &dyn Display,
         detail: &dyn Display,
     ) {
         let (l, r) = (listener.index(), reason.index());
@@ -176,11 +202,11 @@ mod tests {
     #[test]
     fn every_refusal_is_counted_by_listener_and_reason() {
         let refusals = Refusals::default();
-        let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let peer: std::net::SocketAddr = "192.0.2.1:4000".parse().unwrap();
         for _ in 0..1000 {
-            refusals.refuse(Listener::Analyzer, RefusalReason::NotAllowed, peer, &"x");
+            refusals.refuse(Listener::Analyzer, RefusalReason::NotAllowed, &peer, &"x");
         }
-        refusals.refuse(Listener::Emitter, RefusalReason::TlsHandshake, peer, &"x");
+        refusals.refuse(Listener::Emitter, RefusalReason::TlsHandshake, &peer, &"x");
         assert_eq!(
             refusals.get(Listener::Analyzer, RefusalReason::NotAllowed),
             1000

@@ -14,10 +14,12 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{AckMode, Config, ConfigError, MetricsConfig};
+use crate::control::admin::guard::AdminAuth;
 use crate::control::admin::{self, AdminSettings};
 use crate::control::metrics_csv;
 use crate::control::observed::Observed;
 use crate::control::reload::{ReloadHandle, Reloader};
+use crate::delivery::access::{AccessPolicy, AnalyzerAccess, TokenSet};
 use crate::delivery::context::{DeliveryContext, SessionSettings};
 use crate::delivery::dead_letter::DeadLetterFile;
 use crate::delivery::directory::Directory;
@@ -86,9 +88,11 @@ pub struct ShutdownReport {
 }
 
 impl Server {
-    /// Reads every certificate and key `config` names, then binds every
-    /// listener of `config`.
+    /// Reads every certificate, key and token file `config` names, then
+    /// binds every listener of `config`.
     pub async fn bind(config: &Config) -> Result<Server, BindError> {
+        // The error names the key, never a token.
+        let secrets = config.secrets()?;
         let stats = Arc::new(Stats::default());
         let gates = Arc::new(Gates::load(config, &stats)?);
         let mut emitter_listeners = Vec::with_capacity(config.listeners.len());
@@ -101,7 +105,6 @@ impl Server {
             Some(address) => Some(bind(address, "admin HTTP request").await?),
             None => None,
         };
-        warn_if_analyzers_are_open(config, &gates.analyzers);
 
         let router = Arc::new(Router::with_holding(config.delivery.hold_capacity));
         let shutdown = Shutdown::default();
@@ -117,6 +120,13 @@ impl Server {
         let priorities =
             PriorityTable::new(config.priorities.levels.clone(), config.priorities.default);
         let directory = Arc::new(Directory::new(stats.clone(), router.clone()));
+        directory.set_max_weight(config.analyzers.max_weight);
+        let access = Arc::new(AnalyzerAccess::new(AccessPolicy {
+            tokens: TokenSet::new(&secrets.analyzer_tokens),
+            seed_from: config.analyzers.seed_networks(),
+        }));
+        let admin_auth = Arc::new(AdminAuth::new(secrets.admin_token.as_ref()));
+        warn_if_open(config, &secrets, &gates.analyzers);
         let ingest = Arc::new(IngestContext {
             router: router.clone(),
             stats: stats.clone(),
@@ -150,12 +160,18 @@ impl Server {
                 reconnect_max: config.analyzers.reconnect_max,
                 drain_grace: config.delivery.shutdown_grace,
             },
+            access,
         });
         let reloader = Arc::new(Reloader::new(
             delivery.clone(),
+            admin_auth.clone(),
             config.clone(),
             gates.clone(),
         )?);
+        let admin_loopback = admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .is_some_and(|a| a.ip().is_loopback());
         Ok(Server {
             ingest,
             delivery,
@@ -168,7 +184,9 @@ impl Server {
             admin: AdminSettings {
                 dead_letter_path: config.delivery.dead_letter_path.clone(),
                 window: config.analyzers.window,
-                body_limit: config.limits.max_decompressed_bytes,
+                body_limit: config.admin.max_body_bytes,
+                auth: admin_auth,
+                loopback_only: admin_loopback,
             },
             dead_letters,
             max_connections: config.limits.max_connections,
@@ -313,19 +331,46 @@ impl Server {
     }
 }
 
-/// Says once, at startup, when analyzers from beyond this host can connect
-/// without proving who they are, and which keys would close that.
-fn warn_if_analyzers_are_open(config: &Config, gate: &Gate) {
-    if analyzers_are_open(config.analyzers.listen, &gate.policy()) {
+/// One warning per listener that anyone on the network can use, naming the
+/// keys that would close it: the analyzer listener when analyzers from other
+/// hosts can attach without a certificate and without a token (or with the
+/// tokenless seed handshake), the admin API on a non-loopback address
+/// without `admin.token`.
+fn warn_if_open(config: &Config, secrets: &crate::config::Secrets, analyzers: &Gate) {
+    let listen = config.analyzers.listen;
+    if analyzers_are_open(listen, &analyzers.policy()) {
+        if secrets.analyzer_tokens.is_empty() {
+            tracing::warn!(
+                address = %listen,
+                "analyzer listener is not on a loopback address and analyzers.tokens is empty: \
+                 any program that reaches it can become an analyzer and receive messages; set \
+                 analyzers.tokens and analyzers.seed_handshake_from, or analyzers.tls.client_ca \
+                 (mutual TLS), or restrict analyzers.allow"
+            );
+        } else if config.analyzers.seed_handshake_from.is_none() {
+            tracing::warn!(
+                address = %listen,
+                "analyzer listener is not on a loopback address and analyzers.seed_handshake_from \
+                 is not set: any program that reaches it can become an analyzer with the tokenless \
+                 seed handshake; set analyzers.seed_handshake_from (an empty list allows none), or \
+                 analyzers.tls.client_ca (mutual TLS), or restrict analyzers.allow"
+            );
+        }
+    }
+    if let Some(admin) = config.admin.address()
+        && !admin.ip().is_loopback()
+        && secrets.admin_token.is_none()
+    {
         tracing::warn!(
-            listen = %config.analyzers.listen,
-            "any host that reaches the analyzer listener can attach as an analyzer and receive \
-             logs: set analyzers.tls.client_ca (mutual TLS) and/or restrict analyzers.allow"
+            address = %admin,
+            "admin API is not on a loopback address and admin.token is not set: anyone \
+             who reaches it can change weights, take analyzers out of routing and read \
+             dead letters; set admin.token"
         );
     }
 }
 
-/// Whether analyzers from other hosts can attach without a certificate.
+/// Whether analyzers from other hosts can connect without a certificate.
 fn analyzers_are_open(listen: SocketAddr, policy: &Policy) -> bool {
     !(listen.ip().is_loopback() || policy.mutual || policy.allow.loopback_only())
 }

@@ -162,10 +162,17 @@ impl Stats {
         &self,
         listener: Listener,
         reason: RefusalReason,
-        peer: std::net::SocketAddr,
+        peer: &dyn std::fmt::Display,
         detail: &dyn std::fmt::Display,
     ) {
         self.refused.refuse(listener, reason, peer, detail);
+    }
+
+    /// Counts a connection to the analyzer listener that did not become an
+    /// analyzer (or a weight update refused), and logs it (rate-limited).
+    pub fn refuse_analyzer(&self, reason: RefusalReason, peer: &str, detail: &str) {
+        self.refused
+            .refuse(Listener::Analyzer, reason, &peer, &detail);
     }
 
     /// Totals are the sums of their per-class counts, read once, so a snapshot
@@ -229,6 +236,11 @@ impl StatsSnapshot {
             .map_or(0, |(_, n)| *n)
     }
 
+    /// Connections to the analyzer listener refused for `reason`.
+    pub fn analyzer_refused(&self, reason: RefusalReason) -> u64 {
+        self.refused(Listener::Analyzer, reason)
+    }
+
     /// Connections refused on `listener` for `reason`.
     pub fn refused(&self, listener: Listener, reason: RefusalReason) -> u64 {
         self.refused
@@ -265,5 +277,22 @@ mod tests {
         assert_eq!(one.sum_nanos.get(), 201_000);
         assert_eq!(stats.delivered_by_class[6].buckets[16].get(), 1);
         assert_eq!(stats.snapshot().delivered_by_class, [0, 2, 0, 0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn analyzer_refusals_count_under_the_analyzer_listener() {
+        let stats = Stats::default();
+        for _ in 0..3 {
+            stats.refuse_analyzer(RefusalReason::BadWeight, "127.0.0.1:1", "test");
+        }
+        stats.refuse_analyzer(RefusalReason::ReservedId, "127.0.0.1:1", "test");
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.analyzer_refused(RefusalReason::BadWeight), 3);
+        assert_eq!(snapshot.analyzer_refused(RefusalReason::ReservedId), 1);
+        assert_eq!(
+            snapshot.refused(Listener::Emitter, RefusalReason::BadWeight),
+            0
+        );
+        assert_eq!(snapshot.connections_refused, 4);
     }
 }

@@ -185,7 +185,13 @@ async fn health_stats_and_analyzers_have_the_seed_shapes_and_status_codes() {
         let (status, _) = send(client().post(&url).json(&bad)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
     }
-    let (status, _) = send(client().post(&url).body("{not json")).await;
+    let (status, _) = send(
+        client()
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .body("{not json"),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     // The seed-style body works too.
     let (status, record) = send(client().post(&url).json(&json!({"status": "healthy"}))).await;

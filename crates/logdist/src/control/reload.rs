@@ -10,11 +10,19 @@
 //!
 //! Certificates, keys and CA files are read again, for every listener and
 //! static analyzer, and apply to the connections that come next (established
-//! ones keep their TLS sessions); `allow` lists apply at once too. Turning a
-//! listener's TLS on or off, and every other section (listener addresses,
-//! limits, ...), needs a restart; a reload that changes them says so in the
-//! log and applies the rest. A config that does not validate, or names a
-//! certificate or key that does not load, changes nothing.
+//! ones keep their TLS sessions); `allow` lists apply at once too. Access
+//! settings change too, for the connections and requests that follow:
+//! `analyzers.tokens` (with `tokens_file` read again and
+//! `LOGDIST_ANALYZER_TOKENS`), `analyzers.seed_handshake_from`,
+//! `analyzers.max_weight` (weights already set stay) and `admin.token` (with
+//! `token_file`, `LOGDIST_ADMIN_TOKEN`). Established analyzer connections
+//! keep flowing whatever they authenticated with.
+//!
+//! Turning a listener's TLS on or off, and every other section or key
+//! (listener addresses, limits, `admin.listen`, `admin.max_body_bytes`, ...),
+//! needs a restart; a reload that changes them says so in the log and
+//! applies the rest. A config that does not validate, or names a
+//! certificate, key or token file that does not load, changes nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,7 +32,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError, StaticAnalyzerConfig};
+use crate::config::{AdminConfig, AnalyzersConfig, Config, ConfigError, StaticAnalyzerConfig};
+use crate::control::admin::guard::AdminAuth;
+use crate::delivery::access::{AccessPolicy, TokenSet};
 use crate::delivery::context::DeliveryContext;
 use crate::delivery::directory::Directory;
 use crate::delivery::static_link::run_static;
@@ -35,6 +45,8 @@ use crate::transport::{Dialer, Gates};
 pub struct Reloader {
     /// What static analyzer links run with.
     delivery: Arc<DeliveryContext>,
+    /// The admin API's token.
+    admin_auth: Arc<AdminAuth>,
     /// The server's analyzer tasks, so shutdown waits for reloaded ones too.
     tasks: TaskTracker,
     /// Every listener's allow list and TLS.
@@ -85,6 +97,7 @@ impl Reloader {
     /// their links start. `gates` are the running listeners'.
     pub fn new(
         delivery: Arc<DeliveryContext>,
+        admin_auth: Arc<AdminAuth>,
         config: Config,
         gates: Arc<Gates>,
     ) -> Result<Self, ConfigError> {
@@ -94,6 +107,7 @@ impl Reloader {
         }
         Ok(Reloader {
             delivery,
+            admin_auth,
             tasks: TaskTracker::new(),
             gates,
             state: Mutex::new(State {
@@ -152,6 +166,7 @@ impl Reloader {
 
     async fn apply(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
         config.validate()?;
+        let secrets = config.secrets()?;
         let mut state = self.state.lock().await;
         if self.delivery.shutdown.stop_accepting.is_cancelled() {
             return Err(ReloadError::ShuttingDown);
@@ -174,6 +189,16 @@ impl Reloader {
             }
         }
         gates.apply();
+        // Access next, so the static analyzers' weights below are checked
+        // against the new maximum.
+        self.delivery.access.set(AccessPolicy {
+            tokens: TokenSet::new(&secrets.analyzer_tokens),
+            seed_from: config.analyzers.seed_networks(),
+        });
+        self.delivery
+            .directory
+            .set_max_weight(config.analyzers.max_weight);
+        self.admin_auth.set(secrets.admin_token.as_ref());
         let mut summary = ReloadSummary {
             needs_restart,
             ..ReloadSummary::default()
@@ -277,19 +302,47 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     } = new;
     let mut changed = Vec::new();
     // What a reload applies itself (static analyzers, allow lists, TLS
-    // files; TLS on or off is the gates' to tell) is no restart's business.
+    // files, access settings; TLS on or off is the gates' to tell) is no
+    // restart's business: those keys are taken from `new`, the rest compare.
     let mut old_listeners = old.listeners.clone();
     for (old, new) in old_listeners.iter_mut().zip(listeners) {
         old.allow.clone_from(&new.allow);
         old.tls.clone_from(&new.tls);
     }
-    let mut old_analyzers = old.analyzers.clone();
-    old_analyzers.statics.clone_from(&analyzers.statics);
-    old_analyzers.allow.clone_from(&analyzers.allow);
-    old_analyzers.tls.clone_from(&analyzers.tls);
-    let mut old_admin = old.admin.clone();
-    old_admin.allow.clone_from(&admin.allow);
-    old_admin.tls.clone_from(&admin.tls);
+    let AnalyzersConfig {
+        statics,
+        allow,
+        tls,
+        tokens,
+        tokens_file,
+        seed_handshake_from,
+        max_weight,
+        ..
+    } = analyzers;
+    let old_analyzers = AnalyzersConfig {
+        statics: statics.clone(),
+        allow: allow.clone(),
+        tls: tls.clone(),
+        tokens: tokens.clone(),
+        tokens_file: tokens_file.clone(),
+        seed_handshake_from: seed_handshake_from.clone(),
+        max_weight: *max_weight,
+        ..old.analyzers.clone()
+    };
+    let AdminConfig {
+        token,
+        token_file,
+        allow,
+        tls,
+        ..
+    } = admin;
+    let old_admin = AdminConfig {
+        token: token.clone(),
+        token_file: token_file.clone(),
+        allow: allow.clone(),
+        tls: tls.clone(),
+        ..old.admin.clone()
+    };
     let sections = [
         ("listeners", old_listeners != *listeners),
         ("analyzers", old_analyzers != *analyzers),
@@ -340,5 +393,27 @@ impl ReloadHandle {
                 Err(err)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn access_keys_apply_on_reload_and_the_rest_needs_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.analyzers.tokens = vec![Secret::new("t")];
+        new.analyzers.tokens_file = Some("/etc/tokens".into());
+        new.analyzers.seed_handshake_from = Some(vec!["10.0.0.0/8".to_string()]);
+        new.analyzers.max_weight = 5.0;
+        new.admin.token = Some(Secret::new("a"));
+        new.admin.token_file = Some("/etc/admin".into());
+        assert!(restart_only_changes(&old, &new).is_empty());
+        new.admin.max_body_bytes = 1;
+        new.analyzers.window = 1;
+        assert_eq!(restart_only_changes(&old, &new), ["analyzers", "admin"]);
     }
 }

@@ -12,10 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::ack_state::AckState;
 use super::context::DeliveryContext;
-use super::directory::{Departure, Link};
+use super::directory::{ConnectError, Departure, Link};
 use super::handshake::{Introduction, read_handshake};
 use super::probe::probe;
 use super::session::{AnalyzerSession, read_control};
+use crate::refusal::RefusalReason;
 use crate::transport::stream::write_all_flushed;
 use crate::transport::{ReadHalf, Stream, WriteHalf};
 
@@ -25,10 +26,13 @@ const RETIRED: &str = "removed from the config";
 /// Serves one analyzer that connected to the analyzer listener (past its
 /// allow list and TLS handshake) from `peer`.
 pub async fn serve_dial_in(stream: Stream, peer: SocketAddr, ctx: Arc<DeliveryContext>) {
-    let (intro, framed, writer) = match read_handshake(stream, peer).await {
+    let access = ctx.access.load();
+    let max_weight = ctx.directory.max_weight();
+    let (intro, framed, writer) = match read_handshake(stream, peer, &access, max_weight).await {
         Ok(found) => found,
         Err(refusal) => {
-            tracing::warn!(%peer, reason = %refusal.reason, code = %refusal.code, "analyzer connection refused");
+            ctx.stats
+                .refuse_analyzer(refusal.counted, &peer.to_string(), &refusal.reason);
             if let Some(mut stream) = refusal.reply {
                 let reply = error_reply(refusal.code, &refusal.reason);
                 let _ = write_all_flushed(&mut stream, &reply).await;
@@ -69,9 +73,22 @@ pub async fn attach<D>(
     let delivered = match connected {
         Ok(delivered) => delivered,
         Err(err) => {
-            tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer refused");
+            let detail = format!("analyzer {id}: {err}");
+            match &err {
+                ConnectError::ReservedId(_) => {
+                    ctx.stats
+                        .refuse_analyzer(RefusalReason::ReservedId, &intro.address, &detail);
+                }
+                ConnectError::WeightOutOfRange { .. } => {
+                    ctx.stats
+                        .refuse_analyzer(RefusalReason::BadWeight, &intro.address, &detail);
+                }
+                ConnectError::Router(_) => {
+                    tracing::warn!(address = %intro.address, analyzer = %id, %err, "analyzer refused");
+                }
+            }
             if intro.replies {
-                let reply = error_reply(refusal_code(err), &err.to_string());
+                let reply = error_reply(refusal_code(&err), &err.to_string());
                 let _ = write_all_flushed(&mut writer, &reply).await;
             }
             return false;
@@ -99,6 +116,7 @@ pub async fn attach<D>(
             id.clone(),
             state.clone(),
             ctx.directory.clone(),
+            ctx.stats.clone(),
             ctx.shutdown.hard_stop.clone(),
         ))
     } else {
@@ -108,6 +126,7 @@ pub async fn attach<D>(
             id.clone(),
             state.clone(),
             ctx.directory.clone(),
+            ctx.stats.clone(),
             ctx.shutdown.hard_stop.clone(),
         ))
     };
@@ -167,14 +186,16 @@ pub async fn attach<D>(
     true
 }
 
-/// The `reason` of the reply refusing an analyzer the router would not register.
-fn refusal_code(err: RegisterError) -> ErrorCode {
+/// The `reason` of the reply refusing an analyzer the directory would not register.
+fn refusal_code(err: &ConnectError) -> ErrorCode {
     match err {
-        RegisterError::DuplicateId => ErrorCode::DuplicateId,
-        RegisterError::InvalidWeight => ErrorCode::BadWeight,
+        ConnectError::ReservedId(_) => ErrorCode::ReservedId,
+        ConnectError::WeightOutOfRange { .. } => ErrorCode::BadWeight,
+        ConnectError::Router(RegisterError::DuplicateId) => ErrorCode::DuplicateId,
+        ConnectError::Router(RegisterError::InvalidWeight) => ErrorCode::BadWeight,
         // Only weight changes report this, never a registration; were it ever
         // to happen, the hello named an analyzer that cannot be registered.
-        RegisterError::UnknownId => ErrorCode::BadHandshake,
+        ConnectError::Router(RegisterError::UnknownId) => ErrorCode::BadHandshake,
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use logdist_router::Router;
 
+use super::access::AnalyzerAccess;
 use super::directory::Directory;
 use super::redelivery::Redelivery;
 use crate::shutdown::Shutdown;
@@ -19,6 +20,8 @@ pub struct DeliveryContext {
     pub redelivery: Redelivery,
     pub shutdown: Shutdown,
     pub settings: SessionSettings,
+    /// Who may become an analyzer (tokens, seed networks); reloadable.
+    pub access: Arc<AnalyzerAccess>,
 }
 
 /// How analyzer sessions behave (`[analyzers]` and `delivery.shutdown_grace`).

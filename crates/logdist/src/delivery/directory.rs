@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use logdist_router::{PriorityQueues, RegisterError, Router};
@@ -151,10 +152,24 @@ impl Entry {
 }
 
 /// Why a directory change was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DirectoryError {
     #[error("no analyzer with id {0:?}")]
     UnknownId(String),
+    #[error("weight must be a finite number in 0..={max} (analyzers.max_weight), got {weight}")]
+    WeightOutOfRange { weight: f64, max: f64 },
+    #[error("{0}")]
+    Router(#[from] RegisterError),
+}
+
+/// Why an analyzer could not join.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConnectError {
+    #[error("weight must be a finite number in 0..={max} (analyzers.max_weight), got {weight}")]
+    WeightOutOfRange { weight: f64, max: f64 },
+    /// A dial-in analyzer claimed the id of a static one.
+    #[error("the id {0:?} is reserved for a static analyzer")]
+    ReservedId(String),
     #[error("{0}")]
     Router(#[from] RegisterError),
 }
@@ -164,6 +179,13 @@ pub struct Directory {
     entries: Mutex<BTreeMap<Arc<str>, Entry>>,
     stats: Arc<Stats>,
     router: Arc<Router>,
+    /// `analyzers.max_weight`, as f64 bits.
+    max_weight: AtomicU64,
+    /// The ids of the configured static analyzers: no dial-in analyzer may
+    /// take one, whether or not the static analyzer is connected. Kept apart
+    /// from `entries` because a dial-in analyzer may still hold an id that a
+    /// reload has just made static.
+    reserved: Mutex<std::collections::HashSet<Arc<str>>>,
 }
 
 impl Directory {
@@ -172,12 +194,32 @@ impl Directory {
             entries: Mutex::new(BTreeMap::new()),
             stats,
             router,
+            max_weight: AtomicU64::new(crate::config::DEFAULT_MAX_WEIGHT.to_bits()),
+            reserved: Mutex::default(),
         }
     }
 
+    /// The largest weight an analyzer may have (`analyzers.max_weight`).
+    pub fn max_weight(&self) -> f64 {
+        f64::from_bits(self.max_weight.load(Ordering::Relaxed))
+    }
+
+    /// Sets `analyzers.max_weight` for the weight changes and connections that
+    /// follow; weights already set stay.
+    pub fn set_max_weight(&self, max: f64) {
+        self.max_weight.store(max.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Whether `weight` is one an analyzer may have: finite, >= 0, at most `max_weight`.
+    pub fn weight_allowed(&self, weight: f64) -> bool {
+        weight.is_finite() && weight >= 0.0 && weight <= self.max_weight()
+    }
+
     /// Lists a static analyzer, unhealthy until its first connection. An
-    /// analyzer already listed keeps its state.
+    /// analyzer already listed keeps its state. Its id is reserved from now
+    /// on: no dial-in analyzer can take it.
     pub fn add_static(&self, id: &Arc<str>, address: &str, weight: f64) {
+        self.reserved.lock().insert(id.clone());
         self.entries.lock().entry(id.clone()).or_insert_with(|| {
             let mut entry = Entry::new(id, Link::Static, address, weight);
             entry.record.last_error = Some("not connected yet".to_string());
@@ -185,9 +227,22 @@ impl Directory {
         });
     }
 
-    /// Forgets a static analyzer that was removed from the config.
+    /// Forgets a static analyzer that was removed from the config (its id is
+    /// free again).
     pub fn forget(&self, id: &str) {
-        self.entries.lock().remove(id);
+        self.reserved.lock().remove(id);
+        let mut entries = self.entries.lock();
+        if entries
+            .get(id)
+            .is_some_and(|e| e.record.link == Link::Static)
+        {
+            entries.remove(id);
+        }
+    }
+
+    /// Whether `id` is the id of a listed static analyzer, connected or not.
+    pub fn is_reserved(&self, id: &str) -> bool {
+        self.reserved.lock().contains(id)
     }
 
     /// An analyzer connected: registers it in the router (with weight 0 while
@@ -202,9 +257,18 @@ impl Directory {
         weight: f64,
         queues: Arc<PriorityQueues>,
         state: Arc<AckState>,
-    ) -> Result<Arc<Counter>, RegisterError> {
+    ) -> Result<Arc<Counter>, ConnectError> {
         let mut entries = self.entries.lock();
+        if link == Link::DialIn && self.is_reserved(id) {
+            return Err(ConnectError::ReservedId(id.to_string()));
+        }
         let known = entries.get(id).filter(|e| e.record.link == Link::Static);
+        if known.is_none() && !self.weight_allowed(weight) {
+            return Err(ConnectError::WeightOutOfRange {
+                weight,
+                max: self.max_weight(),
+            });
+        }
         let weight = known.map_or(weight, |e| e.record.weight);
         let routing = if known.is_some_and(|e| e.record.manual_override) {
             0.0
@@ -229,8 +293,11 @@ impl Directory {
     /// weight is remembered and applied when the override ends; while it is
     /// not connected it is remembered for its next connection.
     pub fn set_weight(&self, id: &str, weight: f64, reason: &str) -> Result<(), DirectoryError> {
-        if !(weight.is_finite() && weight >= 0.0) {
-            return Err(RegisterError::InvalidWeight.into());
+        if !self.weight_allowed(weight) {
+            return Err(DirectoryError::WeightOutOfRange {
+                weight,
+                max: self.max_weight(),
+            });
         }
         let mut entries = self.entries.lock();
         let entry = entries
@@ -441,5 +508,37 @@ mod tests {
             directory.set_manual_health("nope", true),
             Err(DirectoryError::UnknownId(_))
         ));
+    }
+
+    #[test]
+    fn static_ids_are_reserved_and_weights_bounded() {
+        let router = Arc::new(Router::new());
+        let directory = Directory::new(Arc::default(), router.clone());
+        let id: Arc<str> = Arc::from("s1");
+        directory.add_static(&id, "127.0.0.1:1", 2.0);
+        let queues = Arc::new(PriorityQueues::new(10, router.space().clone()));
+        let state = Arc::new(AckState::new(true));
+        let hijack = directory.connect(&id, Link::DialIn, "127.0.0.1:2", 1.0, queues, state);
+        assert!(matches!(hijack, Err(ConnectError::ReservedId(_))));
+        assert!(router.load().is_empty());
+        assert!(directory.is_reserved("s1"));
+
+        directory.forget("s1");
+        assert!(!directory.is_reserved("s1"));
+        connect(&directory, &router, &id, Link::DialIn, 1.0);
+
+        directory.set_max_weight(10.0);
+        for weight in [10.5, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                directory.set_weight("s1", weight, "test"),
+                Err(DirectoryError::WeightOutOfRange { .. })
+            ));
+        }
+        directory.set_weight("s1", 10.0, "test").unwrap();
+        let other: Arc<str> = Arc::from("d2");
+        let queues = Arc::new(PriorityQueues::new(10, router.space().clone()));
+        let state = Arc::new(AckState::new(true));
+        let heavy = directory.connect(&other, Link::DialIn, "127.0.0.1:3", 11.0, queues, state);
+        assert!(matches!(heavy, Err(ConnectError::WeightOutOfRange { .. })));
     }
 }

@@ -11,6 +11,7 @@
 //! messages that used up their attempts go to the [`dead_letter`] file, which
 //! [`replay`] sends back in.
 
+pub mod access;
 pub mod ack_state;
 pub mod attach;
 pub mod context;

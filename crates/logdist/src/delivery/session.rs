@@ -24,14 +24,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use logdist_router::{Envelope, HoldingQueue, PriorityQueues};
-use logdist_wire::{AnalyzerFormat, Control, OutboundBatch};
+use logdist_wire::{AnalyzerFormat, Control, ControlError, OutboundBatch};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use super::ack_state::AckState;
-use super::directory::Directory;
+use super::directory::{Directory, DirectoryError};
+use crate::refusal::RefusalReason;
 use crate::shutdown::Shutdown;
 use crate::stats::{Counter, DeliveryTally, Stats};
 use crate::transport::WriteHalf;
@@ -47,17 +48,27 @@ const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 const MAX_IOVECS: usize = 512;
 
 /// Reads acks and weight updates until the analyzer goes away or misbehaves.
+/// A weight out of bounds (not finite, negative, above `analyzers.max_weight`)
+/// is a protocol error like any other: it is not applied, it is counted as an
+/// analyzer refusal (`bad_weight`), and the connection is closed.
 pub async fn read_control<R, D>(
     mut framed: tokio_util::codec::FramedRead<R, D>,
     id: Arc<str>,
     state: Arc<AckState>,
     directory: Arc<Directory>,
+    stats: Arc<Stats>,
     hard_stop: CancellationToken,
 ) where
     R: tokio::io::AsyncRead + Unpin,
-    D: Decoder<Item = Control>,
-    D::Error: std::fmt::Display,
+    D: Decoder<Item = Control, Error = ControlError>,
 {
+    let bad_weight = |reason: &str| {
+        stats.refuse_analyzer(
+            RefusalReason::BadWeight,
+            &id,
+            &format!("weight update refused: {reason}"),
+        );
+    };
     let reason = loop {
         let control = tokio::select! {
             next = framed.next() => next,
@@ -65,7 +76,12 @@ pub async fn read_control<R, D>(
         };
         let result = match control {
             None => break "analyzer closed the connection".to_string(),
-            Some(Err(err)) => break format!("bad control message: {err}"),
+            Some(Err(err)) => {
+                if matches!(err, ControlError::InvalidWeight(_)) {
+                    bad_weight(&err.to_string());
+                }
+                break format!("bad control message: {err}");
+            }
             Some(Ok(Control::SeedAck(low31))) => state.ack_seed(low31),
             Some(Ok(Control::Ack(total))) => state.ack_total(total),
             Some(Ok(Control::Weight(weight))) => {
@@ -74,7 +90,12 @@ pub async fn read_control<R, D>(
                         tracing::info!(analyzer = %id, weight, "analyzer changed its weight");
                         Ok(())
                     }
-                    Err(err) => Err(format!("weight update refused: {err}")),
+                    Err(err) => {
+                        if matches!(err, DirectoryError::WeightOutOfRange { .. }) {
+                            bad_weight(&err.to_string());
+                        }
+                        Err(format!("weight update refused: {err}"))
+                    }
                 }
             }
         };

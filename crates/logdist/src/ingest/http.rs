@@ -12,6 +12,14 @@
 //! A packet is all or nothing: if it has no messages or one of them is not
 //! valid (not an object, bad priority, too long), none of its messages is
 //! routed, it counts as failed, and the invalid message is counted as rejected.
+//!
+//! Memory stays bounded by the body (at most `admin.max_body_bytes`, checked
+//! before the handler runs): the body is checked to be JSON without building
+//! anything, then read one packet at a time, and one message at a time within
+//! a packet (each message is borrowed from the body). A packet is checked
+//! whole first; its envelopes are then built and routed [`CHUNK`] at a time.
+//! So beyond the body a request holds one message's parse tree, one chunk of
+//! envelopes and its reply (at most [`MAX_REPORTED_ERRORS`] error entries).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,16 +27,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::routing::post;
 use logdist_router::{Cursor, Envelope};
 use logdist_wire::{Message, Rejection, ndjson_priority};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio_util::task::TaskTracker;
 
 use super::context::IngestContext;
-use crate::api_error::{ApiError, parse_json};
+use crate::api_error::{ApiError, body as read_body};
+
+/// Envelopes built and routed at a time.
+const CHUNK: usize = 1024;
+
+/// Failed packets whose reason the reply lists; the others are only counted.
+pub const MAX_REPORTED_ERRORS: usize = 100;
 use crate::delivery::dead_letter::SHUTDOWN_ERROR;
 use crate::stats::class_of;
 
@@ -77,7 +93,7 @@ struct SubmitResponse {
     failed: usize,
     processed_packets: Vec<String>,
     /// Why each failed packet failed (not in the seed's answer; extra keys
-    /// leave seed clients unaffected).
+    /// leave seed clients unaffected); the first [`MAX_REPORTED_ERRORS`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: Vec<PacketError>,
 }
@@ -92,49 +108,94 @@ struct PacketError {
 
 async fn submit(
     State(http): State<Arc<HttpIngest>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SubmitResponse>, ApiError> {
-    let packets: Vec<Value> = parse_json(&body)?;
+    let body = read_body(body)?;
+    // A body that is not a JSON array is refused whole, before anything is routed.
+    if std::str::from_utf8(&body).is_err() {
+        return Err(ApiError::bad_request("invalid JSON body: not UTF-8"));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))?;
+    if Elements::of(&body).is_none() {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected an array of packets",
+        ));
+    }
+    let routing = http.tasks.spawn({
+        let http = http.clone();
+        async move { ingest(&http, &body).await }
+    });
+    match routing.await {
+        Ok(response) => Ok(Json(response)),
+        Err(_) => Err(ApiError::internal("routing the messages failed")),
+    }
+}
+
+/// Checks and routes every packet of `body` (a JSON array), one at a time.
+async fn ingest(http: &HttpIngest, body: &[u8]) -> SubmitResponse {
     let mut response = SubmitResponse {
-        total_packets: packets.len(),
+        total_packets: 0,
         successful: 0,
         failed: 0,
         processed_packets: Vec::new(),
         errors: Vec::new(),
     };
-    let mut accepted = Vec::new();
-    for (index, packet) in packets.iter().enumerate() {
-        let id = packet_id(packet);
-        match prepare(&http, packet) {
-            Ok(envelopes) => {
-                accepted.extend(envelopes);
+    for (index, packet) in Elements::of(body).into_iter().flatten().enumerate() {
+        response.total_packets += 1;
+        let (id, messages) = parse_packet(packet);
+        match messages.and_then(|messages| check(http, messages).map(|()| messages)) {
+            Ok(messages) => {
+                route_packet(http, messages).await;
                 response.successful += 1;
-                let id = id.unwrap_or_else(|| generated_id(&http));
+                let id = id.unwrap_or_else(|| generated_id(http));
                 response.processed_packets.push(id);
             }
             Err(error) => {
                 response.failed += 1;
-                response.errors.push(PacketError { index, id, error });
+                if response.errors.len() < MAX_REPORTED_ERRORS {
+                    response.errors.push(PacketError { index, id, error });
+                }
             }
         }
     }
-    let mut cursor = http.reserve_points(accepted.len());
-    let routing = http.tasks.spawn({
-        let http = http.clone();
-        async move { route(&http, &mut cursor, accepted).await }
-    });
-    if routing.await.is_err() {
-        return Err(ApiError::internal("routing the messages failed"));
-    }
-    Ok(Json(response))
+    response
 }
 
-fn packet_id(packet: &Value) -> Option<String> {
-    match packet.get("id")? {
-        Value::String(id) => Some(id.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
+/// The fields of a packet object that matter; others are ignored.
+#[derive(Deserialize)]
+struct RawPacket<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+}
+
+/// A packet's id, and its raw `messages` array (non-empty) or why it fails.
+fn parse_packet(packet: &[u8]) -> (Option<String>, Result<&[u8], String>) {
+    if packet.first() != Some(&b'{') {
+        return (None, Err("packet must be a JSON object".to_string()));
     }
+    let raw: RawPacket = match serde_json::from_slice(packet) {
+        Ok(raw) => raw,
+        Err(err) => return (None, Err(format!("packet: {err}"))),
+    };
+    let id = raw
+        .id
+        .and_then(|id| match serde_json::from_str::<Value>(id.get()).ok()? {
+            Value::String(id) => Some(id),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        });
+    let Some(messages) = raw.messages.map(|m| m.get().as_bytes()) else {
+        return (id, Err("packet has no \"messages\"".to_string()));
+    };
+    let messages = match Elements::of(messages).map(|mut elements| elements.next().is_some()) {
+        None => Err("\"messages\" must be an array".to_string()),
+        Some(false) => Err("packet has no messages".to_string()),
+        Some(true) => Ok(messages),
+    };
+    (id, messages)
 }
 
 fn generated_id(http: &HttpIngest) -> String {
@@ -142,36 +203,98 @@ fn generated_id(http: &HttpIngest) -> String {
     format!("packet-{:08x}-{n}", rand::random::<u32>())
 }
 
-/// The packet's messages as envelopes, or why the packet fails.
-fn prepare(http: &HttpIngest, packet: &Value) -> Result<Vec<Envelope>, String> {
-    let messages = match packet.get("messages") {
-        Some(Value::Array(messages)) if !messages.is_empty() => messages,
-        Some(Value::Array(_)) => return Err("packet has no messages".to_string()),
-        Some(_) => return Err("\"messages\" must be an array".to_string()),
-        None if packet.is_object() => return Err("packet has no \"messages\"".to_string()),
-        None => return Err("packet must be a JSON object".to_string()),
-    };
+/// One message as an NDJSON line and its priority, or why it is rejected.
+fn prepare(http: &HttpIngest, message: &[u8]) -> Result<(u8, Vec<u8>), Rejection> {
     let ctx = &http.ctx;
-    let mut envelopes = Vec::with_capacity(messages.len());
-    for (i, message) in messages.iter().enumerate() {
-        let line = serde_json::to_vec(message).expect("a JSON value serializes");
-        let checked = if line.len() > ctx.limits.max_line_bytes {
-            Err(Rejection::line_too_long(ctx.limits.max_line_bytes))
-        } else {
-            ndjson_priority(&line, &ctx.priorities)
-        };
-        match checked {
-            Ok(priority) => envelopes.push(Envelope::new(Message::from_ndjson_line(
-                priority,
-                line.into(),
-            ))),
-            Err(rejection) => {
-                ctx.stats.reject(rejection.reason, 1);
-                return Err(format!("message {i}: {rejection}"));
-            }
+    // Re-serialized compactly (serde_json's key order and spacing).
+    let value: Value = serde_json::from_slice(message).expect("checked as JSON before");
+    let line = serde_json::to_vec(&value).expect("a JSON value serializes");
+    drop(value);
+    if line.len() > ctx.limits.max_line_bytes {
+        return Err(Rejection::line_too_long(ctx.limits.max_line_bytes));
+    }
+    let priority = ndjson_priority(&line, &ctx.priorities)?;
+    Ok((priority, line))
+}
+
+/// Checks every message of a packet, building nothing that outlives one
+/// message; the first invalid one fails the packet and is counted as rejected.
+fn check(http: &HttpIngest, messages: &[u8]) -> Result<(), String> {
+    for (i, message) in Elements::of(messages).into_iter().flatten().enumerate() {
+        if let Err(rejection) = prepare(http, message) {
+            http.ctx.stats.reject(rejection.reason, 1);
+            return Err(format!("message {i}: {rejection}"));
         }
     }
-    Ok(envelopes)
+    Ok(())
+}
+
+/// Routes a checked packet's messages, [`CHUNK`] envelopes at a time.
+async fn route_packet(http: &HttpIngest, messages: &[u8]) {
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut elements = Elements::of(messages).into_iter().flatten().peekable();
+    while elements.peek().is_some() {
+        chunk.extend(elements.by_ref().take(CHUNK).filter_map(|message| {
+            let (priority, line) = prepare(http, message).ok()?;
+            Some(Envelope::new(Message::from_ndjson_line(
+                priority,
+                line.into(),
+            )))
+        }));
+        let mut cursor = http.reserve_points(chunk.len());
+        route(http, &mut cursor, std::mem::take(&mut chunk)).await;
+    }
+}
+
+/// The elements of a JSON array, as raw slices of it, one at a time. Only
+/// for text already known to be valid JSON.
+struct Elements<'a> {
+    text: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Elements<'a> {
+    /// `None` when `text` is not an array.
+    fn of(text: &'a [u8]) -> Option<Self> {
+        let start = skip_whitespace(text, 0);
+        (text.get(start) == Some(&b'[')).then_some(Elements {
+            text,
+            pos: start + 1,
+        })
+    }
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = skip_whitespace(self.text, self.pos);
+        if matches!(self.text.get(start), None | Some(b']')) {
+            self.pos = self.text.len();
+            return None;
+        }
+        let rest = &self.text[start..];
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<&RawValue>();
+        let Some(Ok(value)) = values.next() else {
+            self.pos = self.text.len();
+            return None;
+        };
+        let end = start + values.byte_offset();
+        let after = skip_whitespace(self.text, end);
+        self.pos = if self.text.get(after) == Some(&b',') {
+            after + 1
+        } else {
+            after
+        };
+        Some(value.get().as_bytes())
+    }
+}
+
+fn skip_whitespace(text: &[u8], mut pos: usize) -> usize {
+    while text.get(pos).is_some_and(|b| b.is_ascii_whitespace()) {
+        pos += 1;
+    }
+    pos
 }
 
 /// Routes like an emitter connection: counted as accepted, then placed,
@@ -187,5 +310,33 @@ async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>)
             Ok(placed) => ctx.stats.count(placed),
             Err(env) => ctx.dead_letters.send(env, Arc::from(SHUTDOWN_ERROR)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn elements(text: &str) -> Option<Vec<&str>> {
+        Elements::of(text.as_bytes()).map(|e| e.map(|v| std::str::from_utf8(v).unwrap()).collect())
+    }
+
+    #[test]
+    fn array_elements_one_at_a_time() {
+        assert_eq!(
+            elements(" [ 1 , \"a,]\" ,{\"x\":[1,2]} ,[],null,-2.5e3 ] "),
+            Some(vec![
+                "1",
+                "\"a,]\"",
+                "{\"x\":[1,2]}",
+                "[]",
+                "null",
+                "-2.5e3"
+            ])
+        );
+        assert_eq!(elements("[]"), Some(vec![]));
+        assert_eq!(elements(" [\n] "), Some(vec![]));
+        assert_eq!(elements("{\"a\":1}"), None);
+        assert_eq!(elements("\"[\""), None);
     }
 }

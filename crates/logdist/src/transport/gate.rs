@@ -144,7 +144,7 @@ impl Gate {
 
     /// Counts and logs (rate-limited) a connection refused on this listener.
     pub fn refuse(&self, peer: SocketAddr, reason: RefusalReason, detail: &dyn std::fmt::Display) {
-        self.stats.refuse(self.listener, reason, peer, detail);
+        self.stats.refuse(self.listener, reason, &peer, detail);
     }
 }
 
@@ -177,7 +177,7 @@ impl Admission {
         self.stats.refuse(
             self.listener,
             RefusalReason::TlsHandshake,
-            self.peer,
+            &self.peer,
             &format_args!("TLS handshake failed: {failure}"),
         );
         None

@@ -8,7 +8,9 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, timestamp};
-use crate::api_error::{ApiError, parse_json};
+use axum::extract::rejection::BytesRejection;
+
+use crate::api_error::{ApiError, body as read_body, parse_json};
 use crate::delivery::directory::{AnalyzerRecord, DirectoryError};
 
 #[derive(Serialize)]
@@ -55,9 +57,9 @@ impl HealthBody {
 pub(super) async fn set_health(
     State(admin): AppState,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AnalyzerRecord>, ApiError> {
-    let healthy = parse_json::<HealthBody>(&body)?.healthy()?;
+    let healthy = parse_json::<HealthBody>(&read_body(body)?)?.healthy()?;
     let directory = &admin.observed.directory;
     directory
         .set_manual_health(&id, healthy)
@@ -75,9 +77,9 @@ struct WeightBody {
 pub(super) async fn set_weight(
     State(admin): AppState,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AnalyzerRecord>, ApiError> {
-    let weight = parse_json::<WeightBody>(&body)?.weight;
+    let weight = parse_json::<WeightBody>(&read_body(body)?)?.weight;
     let directory = &admin.observed.directory;
     directory
         .set_weight(&id, weight, "weight set over the admin API")
@@ -98,6 +100,8 @@ fn record(
 fn directory_error(err: DirectoryError) -> ApiError {
     match err {
         DirectoryError::UnknownId(_) => ApiError::not_found(err.to_string()),
-        DirectoryError::Router(_) => ApiError::bad_request(err.to_string()),
+        DirectoryError::WeightOutOfRange { .. } | DirectoryError::Router(_) => {
+            ApiError::bad_request(err.to_string())
+        }
     }
 }

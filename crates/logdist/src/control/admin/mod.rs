@@ -8,6 +8,7 @@
 
 mod analyzers;
 mod dead_letter;
+pub mod guard;
 mod health;
 mod stats;
 
@@ -18,12 +19,14 @@ use std::time::{Duration, SystemTime};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::serve::Listener as _;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use self::guard::{AdminAuth, Guard};
 use super::metrics;
 use super::observed::Observed;
 use crate::transport::http::GatedListener;
@@ -44,8 +47,12 @@ type AppState = State<Arc<Admin>>;
 pub struct AdminSettings {
     pub dead_letter_path: PathBuf,
     pub window: usize,
-    /// The largest request body accepted.
+    /// The largest request body accepted (`admin.max_body_bytes`).
     pub body_limit: usize,
+    /// The token requests need (reloadable).
+    pub auth: Arc<AdminAuth>,
+    /// The admin API listens on a loopback address: requests must name a loopback host.
+    pub loopback_only: bool,
 }
 
 /// Serves the admin API on `listener` (plain HTTP or HTTPS, as its gate
@@ -89,6 +96,14 @@ fn router(observed: Observed, settings: AdminSettings, ingest: Router) -> Router
         .with_state(admin)
         .merge(ingest)
         .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(Guard {
+                auth: settings.auth,
+                loopback_only: settings.loopback_only,
+                max_body_bytes: settings.body_limit,
+            }),
+            guard::guard,
+        ))
 }
 
 async fn prometheus(State(admin): AppState) -> Response {
