@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use logdist_net::{ClientStream, TlsClient};
 use logdist_wire::{AnalyzerFormat, FrameDecoder, Hello, seed_ack_word, seed_handshake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::codec::Decoder;
@@ -51,6 +51,10 @@ pub struct AnalyzerContext {
     pub hello_id_prefix: String,
     /// How long to keep trying to (re)connect before giving up.
     pub connect_timeout: Duration,
+    /// Connect over TLS.
+    pub tls: Option<TlsClient>,
+    /// `token` of JSON hellos.
+    pub token: Option<String>,
 }
 
 /// Live state the runner looks at.
@@ -201,7 +205,7 @@ impl Analyzer {
 
     /// Connect and say hello, retrying until `connect_timeout`. None if told to
     /// stop or if it gave up (recorded as a protocol error).
-    async fn connect(&mut self) -> Option<(TcpStream, BytesMut)> {
+    async fn connect(&mut self) -> Option<(ClientStream, BytesMut)> {
         let deadline = Instant::now() + self.ctx.connect_timeout;
         let mut last_error;
         loop {
@@ -225,16 +229,25 @@ impl Analyzer {
         }
     }
 
-    async fn try_connect(&self) -> Result<(TcpStream, BytesMut), String> {
-        let mut stream = TcpStream::connect(self.ctx.target)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    async fn try_connect(&self) -> Result<(ClientStream, BytesMut), String> {
+        let target = self.ctx.target;
+        let mut stream = logdist_net::connect(
+            &target.ip().to_string(),
+            target.port(),
+            self.ctx.tls.as_ref(),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
         let mut buf = BytesMut::with_capacity(256 * 1024);
         match self.settings.handshake {
             Handshake::Seed => {
                 stream
                     .write_all(&seed_handshake(self.settings.weight))
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+                stream
+                    .flush()
                     .await
                     .map_err(|e| format!("handshake: {e}"))?;
             }
@@ -244,7 +257,7 @@ impl Analyzer {
                     weight: f64::from(self.settings.weight),
                     format: self.settings.format,
                     acks: true,
-                    token: None,
+                    token: self.ctx.token.clone(),
                 };
                 let mut line = serde_json::to_vec(&hello).map_err(|e| e.to_string())?;
                 line.push(b'\n');
@@ -252,6 +265,7 @@ impl Analyzer {
                     .write_all(&line)
                     .await
                     .map_err(|e| format!("hello: {e}"))?;
+                stream.flush().await.map_err(|e| format!("hello: {e}"))?;
                 let reply = tokio::time::timeout(Duration::from_secs(5), async {
                     loop {
                         if let Some(end) = buf.iter().position(|&b| b == b'\n') {
@@ -263,7 +277,11 @@ impl Analyzer {
                         match stream.read_buf(&mut buf).await {
                             Ok(0) => return Err("closed before replying to hello".to_string()),
                             Ok(_) => {}
-                            Err(e) => return Err(format!("reading hello reply: {e}")),
+                            Err(e) => {
+                                let e = logdist_net::tls::explain_tls_error(&e, "--tls-cert")
+                                    .unwrap_or_else(|| e.to_string());
+                                return Err(format!("reading hello reply: {e}"));
+                            }
                         }
                     }
                 })
@@ -302,22 +320,24 @@ impl Analyzer {
         }
     }
 
-    async fn write_ack(&self, stream: &mut TcpStream, received: u64) -> std::io::Result<()> {
+    async fn write_ack(&self, stream: &mut ClientStream, received: u64) -> std::io::Result<()> {
         match self.settings.handshake {
-            Handshake::Seed => stream.write_all(&seed_ack_word(received)).await,
+            Handshake::Seed => stream.write_all(&seed_ack_word(received)).await?,
             Handshake::Hello => {
                 stream
                     .write_all(format!("{{\"ack\":{received}}}\n").as_bytes())
-                    .await
+                    .await?
             }
         }
+        // TLS may hold the record back; plain TCP has nothing to flush.
+        stream.flush().await
     }
 
     /// Ack the `received` messages of this connection, then count what was
     /// pending as processed.
     async fn ack_and_commit(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut ClientStream,
         received: u64,
         acked: &mut u64,
         pending: &mut Vec<Received>,
@@ -328,7 +348,7 @@ impl Analyzer {
         Ok(())
     }
 
-    async fn session(&mut self, mut stream: TcpStream, mut buf: BytesMut) -> SessionEnd {
+    async fn session(&mut self, mut stream: ClientStream, mut buf: BytesMut) -> SessionEnd {
         let mut reader = match self.settings.format {
             AnalyzerFormat::Frame => {
                 MessageReader::Frame(FrameDecoder::new(self.ctx.max_frame_bytes))
@@ -445,12 +465,12 @@ impl Analyzer {
 
     fn kill(
         &mut self,
-        stream: TcpStream,
+        stream: ClientStream,
         pending: &mut Vec<Received>,
         downtime: Duration,
     ) -> SessionEnd {
         // Linger 0: close() sends RST at once, like a process that died.
-        let _ = stream.set_zero_linger();
+        let _ = stream.tcp().set_zero_linger();
         drop(stream);
         let dropped = pending.len() as u64;
         pending.clear();
@@ -472,7 +492,7 @@ mod tests {
     use super::*;
     use crate::payload::PayloadWriter;
     use crate::profile::{PriorityMode, PrioritySettings};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     fn frames(naming: &EmitterNaming, counters: std::ops::Range<u64>) -> BytesMut {
         let writer = PayloadWriter::new(&naming.id(0), ChecksumKind::Fnv);
@@ -508,7 +528,34 @@ mod tests {
     /// once acked, and a kill throws away what it holds unacked.
     #[tokio::test]
     async fn seed_analyzer_acks_commits_and_drops_unacked_on_kill() {
+        seed_analyzer_scenario(false).await;
+    }
+
+    /// The same over TLS: a TLS terminator (test certificates, client
+    /// certificate required) in front of the fake distributor.
+    #[tokio::test]
+    async fn seed_analyzer_over_mutual_tls() {
+        seed_analyzer_scenario(true).await;
+    }
+
+    async fn seed_analyzer_scenario(tls: bool) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pki = logdist_net::test_pki::TestPki::generate(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        let files = pki.write_to(dir.path()).unwrap();
+        let terminator = logdist_net::test_pki::TlsTerminator::start(
+            pki.server_config(true),
+            listener.local_addr().unwrap(),
+        )
+        .await
+        .unwrap();
+        let (target, client) = if tls {
+            let client =
+                TlsClient::new(&files.client_settings(), &logdist_net::TlsNames::FLAGS).unwrap();
+            (terminator.addr, Some(client))
+        } else {
+            (listener.local_addr().unwrap(), None)
+        };
         let recorder = Arc::new(Recorder::new(1, 1));
         let naming = EmitterNaming::new(7, 1);
         let settings = AnalyzerGroup {
@@ -521,7 +568,7 @@ mod tests {
             drop_every: None,
         };
         let ctx = AnalyzerContext {
-            target: listener.local_addr().unwrap(),
+            target,
             recorder: recorder.clone(),
             checksum: ChecksumKind::Fnv,
             naming: naming.clone(),
@@ -536,6 +583,8 @@ mod tests {
             max_frame_bytes: 1 << 20,
             hello_id_prefix: "t-".into(),
             connect_timeout: Duration::from_secs(5),
+            tls: client,
+            token: None,
         };
         let handle = spawn(0, settings, ctx);
         let (mut conn, _) = listener.accept().await.unwrap();
@@ -595,5 +644,13 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        // Both connections it was served on went through TLS when asked for
+        // (a third, after the idle kill, may be under way at the stop).
+        if tls {
+            assert!(terminator.accepted() >= 2, "{}", terminator.accepted());
+        } else {
+            assert_eq!(terminator.accepted(), 0);
+        }
+        assert_eq!(terminator.failed(), 0);
     }
 }

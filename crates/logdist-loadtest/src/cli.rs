@@ -1,12 +1,14 @@
 //! Command line: which profile, for how long, against which distributor.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use clap::Parser;
+use logdist_net::{TlsClient, TlsClientSettings, TlsNames};
 
-use crate::harness::RunOptions;
+use crate::harness::{RunOptions, TlsOptions};
 use crate::payload::ChecksumKind;
 use crate::profile::{Profile, parse_duration, workspace_root};
 use crate::runner;
@@ -35,6 +37,10 @@ weight; latency percentiles per priority.\n\n\
 By default it starts logdist itself (the binary next to this one, with the profile's \
 configs/<profile>.toml on free ports) and stops it at the end; --target and --analyzer-target \
 use an already running distributor instead.\n\n\
+TLS: --tls makes the emitters, --analyzer-tls the analyzers, connect over TLS with \
+--tls-ca (and --tls-cert/--tls-key for mutual TLS, --tls-server-name); --tls-dir DIR, when \
+it starts logdist itself, puts every listener of logdist on mutual TLS with a test CA (made \
+in DIR with rcgen unless DIR holds one) and connects both sides with it.\n\n\
 Results go to <results-dir>/<profile>-<time>/: summary.txt, summary.json, timeline.csv, \
 weights.csv, chart.svg, and (when it started logdist) logdist.log and logdist.toml.\n\n\
 Exit status: 0 all invariants held, 1 an invariant failed (each failure is printed with its \
@@ -83,6 +89,76 @@ pub struct Cli {
     /// No live progress line.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Emitters connect over TLS (to an emitter listener with `tls`). Needs --tls-ca.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Analyzers connect over TLS (to an analyzer listener with `tls`). Needs --tls-ca.
+    #[arg(long)]
+    pub analyzer_tls: bool,
+
+    /// With --tls / --analyzer-tls: PEM file of the CA certificate(s) that
+    /// logdist's certificate must chain to.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// With --tls / --analyzer-tls: PEM file of the client certificate the
+    /// emitters and analyzers present (mutual TLS). Needs --tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// With --tls / --analyzer-tls: PEM file of the private key of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// With --tls / --analyzer-tls: the name logdist's certificate must carry
+    /// (default: the host of the address dialled).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// When it starts logdist: every listener on mutual TLS, and emitters and
+    /// analyzers connecting over TLS. DIR holds ca.pem, server.pem,
+    /// server-key.pem, client.pem, client-key.pem (scripts/gen-certs.sh), or
+    /// gets a fresh test CA and certificates (rcgen) when it has no ca.pem.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["target", "tls_ca", "tls_cert", "tls_key"])]
+    pub tls_dir: Option<PathBuf>,
+
+    /// Token the analyzers put in their JSON hellos, for an analyzer listener
+    /// with `tokens` (seed-handshake analyzers send none).
+    #[arg(long, value_name = "TOKEN", env = "LOADTEST_ANALYZER_TOKEN")]
+    pub analyzer_token: Option<String>,
+}
+
+/// How errors name the TLS flags.
+const TLS_NAMES: TlsNames = TlsNames {
+    enable: Cow::Borrowed("--tls or --analyzer-tls"),
+    ..TlsNames::FLAGS
+};
+
+/// The TLS clients of the command line.
+fn tls_options(cli: &Cli) -> Result<TlsOptions, String> {
+    if let Some(dir) = &cli.tls_dir {
+        return Ok(TlsOptions {
+            dir: Some(dir.clone()),
+            server_name: cli.tls_server_name.clone(),
+            ..TlsOptions::default()
+        });
+    }
+    let settings = TlsClientSettings {
+        ca: cli.tls_ca.clone(),
+        server_name: cli.tls_server_name.clone(),
+        cert: cli.tls_cert.clone(),
+        key: cli.tls_key.clone(),
+    };
+    let client = TlsClient::from_flags(cli.tls || cli.analyzer_tls, &settings, &TLS_NAMES)
+        .map_err(|e| e.to_string())?;
+    Ok(TlsOptions {
+        emitters: client.clone().filter(|_| cli.tls),
+        analyzers: client.filter(|_| cli.analyzer_tls),
+        dir: None,
+        server_name: None,
+    })
 }
 
 fn default_results_root() -> PathBuf {
@@ -120,6 +196,8 @@ pub fn options(cli: &Cli) -> Result<RunOptions, String> {
         results_root: cli.results_dir.clone().unwrap_or_else(default_results_root),
         seed,
         progress: !cli.quiet,
+        tls: tls_options(cli)?,
+        analyzer_token: cli.analyzer_token.clone(),
     })
 }
 
@@ -160,6 +238,89 @@ pub fn main(cli: Cli) -> i32 {
         Err(e) => {
             eprintln!("logdist-loadtest: run failed: {e}");
             EXIT_ERROR
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let mut argv = vec!["logdist-loadtest", "basic"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+    }
+
+    fn tls(args: &[&str]) -> Result<TlsOptions, String> {
+        tls_options(&parse(args).unwrap())
+    }
+
+    #[test]
+    fn tls_flags_pick_which_side_uses_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = logdist_net::test_pki::TestPki::generate(&[])
+            .write_to(dir.path())
+            .unwrap();
+        let ca = files.ca.to_str().unwrap();
+        let (cert, key) = (
+            files.client.to_str().unwrap(),
+            files.client_key.to_str().unwrap(),
+        );
+
+        let plain = tls(&[]).unwrap();
+        assert!(plain.emitters.is_none() && plain.analyzers.is_none() && plain.dir.is_none());
+        let emitters = tls(&["--tls", "--tls-ca", ca]).unwrap();
+        assert!(emitters.emitters.is_some() && emitters.analyzers.is_none());
+        let analyzers = tls(&["--analyzer-tls", "--tls-ca", ca]).unwrap();
+        assert!(analyzers.emitters.is_none() && analyzers.analyzers.is_some());
+        let both = tls(&[
+            "--tls",
+            "--analyzer-tls",
+            "--tls-ca",
+            ca,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--tls-server-name",
+            "localhost",
+        ])
+        .unwrap();
+        assert!(both.emitters.is_some() && both.analyzers.is_some());
+
+        // Errors name the flags.
+        let err = tls(&["--tls-ca", ca]).unwrap_err();
+        assert!(
+            err.starts_with("--tls-ca is set but TLS is off: add --tls or --analyzer-tls"),
+            "{err}"
+        );
+        let err = tls(&["--analyzer-tls"]).unwrap_err();
+        assert!(
+            err.starts_with("--tls or --analyzer-tls needs --tls-ca"),
+            "{err}"
+        );
+        let err = tls(&["--tls", "--tls-ca", ca, "--tls-cert", cert]).unwrap_err();
+        assert!(err.starts_with("--tls-cert needs --tls-key"), "{err}");
+
+        // --tls-dir: certificates are made or read when the run starts logdist.
+        let with_dir = tls(&["--tls-dir", "some/dir"]).unwrap();
+        assert_eq!(
+            with_dir.dir.as_deref(),
+            Some(std::path::Path::new("some/dir"))
+        );
+        for conflicting in [
+            &[
+                "--tls-dir",
+                "d",
+                "--target",
+                "127.0.0.1:1",
+                "--analyzer-target",
+                "127.0.0.1:2",
+            ][..],
+            &["--tls-dir", "d", "--tls-ca", ca],
+        ] {
+            assert!(parse(conflicting).is_err(), "{conflicting:?}");
         }
     }
 }

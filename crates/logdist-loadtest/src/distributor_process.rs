@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use logdist_net::test_pki::{PkiFiles, TestPki};
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -113,10 +114,76 @@ pub struct RunConfig {
     pub max_frame_bytes: usize,
 }
 
-/// Write the run's copy of the config into `results_dir`.
-pub fn write_run_config(config_text: &str, results_dir: &Path) -> Result<RunConfig, String> {
+/// The certificates of `--tls-dir`: the files of `scripts/gen-certs.sh` when
+/// `dir` has a `ca.pem`, else a fresh test CA and certificates (rcgen)
+/// written there.
+pub fn prepare_tls_dir(dir: &Path) -> Result<PkiFiles, String> {
+    let files = PkiFiles::in_dir(
+        &std::path::absolute(dir).map_err(|e| format!("--tls-dir {}: {e}", dir.display()))?,
+    );
+    if files.ca.exists() {
+        if !files.exist() {
+            return Err(format!(
+                "--tls-dir {}: has ca.pem but not all of ca-key.pem, server.pem, server-key.pem, \
+                 client.pem, client-key.pem (make them with scripts/gen-certs.sh, or use an empty \
+                 directory for fresh test certificates)",
+                dir.display()
+            ));
+        }
+        return Ok(files);
+    }
+    TestPki::generate(&[])
+        .write_to(files.ca.parent().unwrap_or(dir))
+        .map_err(|e| {
+            format!(
+                "--tls-dir {}: cannot write certificates: {e}",
+                dir.display()
+            )
+        })
+}
+
+/// Puts every emitter listener and the analyzer listener on mutual TLS:
+/// `tls = { cert, key, client_ca }` with the files of `pki`.
+fn add_tls(table: &mut toml::Table, pki: &PkiFiles) -> Result<(), String> {
+    let mut tls = toml::Table::new();
+    for (key, path) in [
+        ("cert", &pki.server),
+        ("key", &pki.server_key),
+        ("client_ca", &pki.ca),
+    ] {
+        tls.insert(key.into(), toml::Value::String(path.display().to_string()));
+    }
+    let listeners = table
+        .get_mut("listeners")
+        .and_then(|l| l.as_array_mut())
+        .ok_or("distributor config: no [[listeners]] to put on TLS")?;
+    for listener in listeners {
+        listener
+            .as_table_mut()
+            .ok_or("distributor config: a [[listeners]] entry is not a table")?
+            .insert("tls".into(), toml::Value::Table(tls.clone()));
+    }
+    table
+        .entry("analyzers")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or("distributor config: [analyzers] is not a table")?
+        .insert("tls".into(), toml::Value::Table(tls));
+    Ok(())
+}
+
+/// Write the run's copy of the config into `results_dir`; with `tls`, every
+/// listener on mutual TLS with those certificates.
+pub fn write_run_config(
+    config_text: &str,
+    results_dir: &Path,
+    tls: Option<&PkiFiles>,
+) -> Result<RunConfig, String> {
     let mut table: toml::Table =
         toml::from_str(config_text).map_err(|e| format!("distributor config: {e}"))?;
+    if let Some(pki) = tls {
+        add_tls(&mut table, pki)?;
+    }
     let dead_letter_path =
         std::path::absolute(results_dir.join("dead_letters.ndjson")).map_err(|e| e.to_string())?;
     let delivery = table
@@ -333,7 +400,7 @@ mod tests {
     fn run_config_moves_dead_letters_into_results() {
         let dir = tempfile::tempdir().unwrap();
         let (text, _) = read_config("configs/basic.toml").unwrap();
-        let rc = write_run_config(&text, dir.path()).unwrap();
+        let rc = write_run_config(&text, dir.path(), None).unwrap();
         let written: toml::Table =
             toml::from_str(&std::fs::read_to_string(&rc.path).unwrap()).unwrap();
         let dl = written["delivery"]["dead_letter_path"].as_str().unwrap();
@@ -344,6 +411,51 @@ mod tests {
         );
         assert_eq!(rc.max_frame_bytes, 1048576);
         assert_eq!(written["listeners"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tls_dir_puts_every_listener_on_mutual_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let files = prepare_tls_dir(&certs).unwrap();
+        assert!(files.exist());
+        // Made once, then reused (as gen-certs.sh's files would be).
+        let ca = std::fs::read_to_string(&files.ca).unwrap();
+        assert_eq!(prepare_tls_dir(&certs).unwrap(), files);
+        assert_eq!(std::fs::read_to_string(&files.ca).unwrap(), ca);
+        // They make a working client.
+        logdist_net::TlsClient::new(&files.client_settings(), &logdist_net::TlsNames::FLAGS)
+            .unwrap();
+
+        let (text, _) = read_config("configs/chaos.toml").unwrap();
+        let rc = write_run_config(&text, dir.path(), Some(&files)).unwrap();
+        let written: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&rc.path).unwrap()).unwrap();
+        let expected = |t: &toml::Value| {
+            assert_eq!(t["cert"].as_str().unwrap(), files.server.to_str().unwrap());
+            assert_eq!(
+                t["key"].as_str().unwrap(),
+                files.server_key.to_str().unwrap()
+            );
+            assert_eq!(t["client_ca"].as_str().unwrap(), files.ca.to_str().unwrap());
+            assert!(Path::new(t["cert"].as_str().unwrap()).is_absolute());
+        };
+        let listeners = written["listeners"].as_array().unwrap();
+        assert!(!listeners.is_empty());
+        for l in listeners {
+            expected(&l["tls"]);
+        }
+        expected(&written["analyzers"]["tls"]);
+
+        // A directory with a CA but not the rest is an error that says what is missing.
+        let partial = dir.path().join("partial");
+        std::fs::create_dir(&partial).unwrap();
+        std::fs::copy(&files.ca, partial.join("ca.pem")).unwrap();
+        let err = prepare_tls_dir(&partial).unwrap_err();
+        assert!(
+            err.contains("server-key.pem") && err.contains("gen-certs.sh"),
+            "{err}"
+        );
     }
 
     #[test]

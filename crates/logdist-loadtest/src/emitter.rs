@@ -15,8 +15,7 @@ use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, LogNormal};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -102,11 +101,15 @@ pub struct EmitterConfig {
     pub seed: u64,
 }
 
-/// Send until `stop`. `start` is when this emitter's schedule begins.
-pub async fn run(
+/// How long, at the end, the emitter waits for what TLS still holds to go out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Send until `stop`, on `stream` (plain TCP or TLS: `logdist_net::ClientStream`).
+/// `start` is when this emitter's schedule begins.
+pub async fn run<S: AsyncWrite + Unpin>(
     cfg: EmitterConfig,
     shared: Arc<EmitterShared>,
-    mut stream: TcpStream,
+    mut stream: S,
     start: Instant,
     stop: CancellationToken,
 ) {
@@ -178,7 +181,16 @@ pub async fn run(
             shared.lag_us.store(0, Ordering::Relaxed);
         }
     }
-    let _ = stream.shutdown().await;
+    // Shutting down sends what TLS still holds (written frames count as sent).
+    match tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await {
+        Ok(_) => {}
+        Err(_) => {
+            *shared.error.lock() = Some(format!(
+                "emitter {}: what it wrote last was not sent within {CLOSE_TIMEOUT:?} of the end",
+                cfg.id
+            ));
+        }
+    }
 }
 
 enum WriteOutcome {
@@ -187,9 +199,11 @@ enum WriteOutcome {
     Failed(std::io::Error),
 }
 
-/// Write all of `data` unless `stop` comes first; returns how much was written.
-async fn write_or_stop(
-    stream: &mut TcpStream,
+/// Write all of `data` unless `stop` comes first, then flush (TLS may hold
+/// records back; plain TCP has nothing to flush); returns how much was
+/// written.
+async fn write_or_stop<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     data: &[u8],
     stop: &CancellationToken,
 ) -> (usize, WriteOutcome) {
@@ -205,12 +219,110 @@ async fn write_or_stop(
             _ = stop.cancelled() => return (pos, WriteOutcome::Stopped),
         }
     }
-    (pos, WriteOutcome::Done)
+    tokio::select! {
+        biased;
+        r = stream.flush() => match r {
+            Ok(()) => (pos, WriteOutcome::Done),
+            Err(e) => (pos, WriteOutcome::Failed(e)),
+        },
+        _ = stop.cancelled() => (pos, WriteOutcome::Stopped),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::profile::{PriorityMode, PrioritySettings};
+    use futures_util::StreamExt;
+
+    /// An emitter over TLS (test certificates, client certificate required)
+    /// through a terminator to a plain frame reader: every frame it counts as
+    /// sent arrives, whole and in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sends_over_tls_and_everything_counted_arrives() {
+        use logdist_net::test_pki::{TestPki, TlsTerminator};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plain = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (conn, _) = listener.accept().await.unwrap();
+            let mut frames =
+                tokio_util::codec::FramedRead::new(conn, logdist_wire::FrameDecoder::new(1 << 20));
+            let mut payloads = Vec::new();
+            while let Some(frame) = frames.next().await {
+                payloads.push(frame.unwrap().payload());
+            }
+            payloads
+        });
+        let pki = TestPki::generate(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        let files = pki.write_to(dir.path()).unwrap();
+        let terminator = TlsTerminator::start(pki.server_config(true), plain)
+            .await
+            .unwrap();
+        let client =
+            logdist_net::TlsClient::new(&files.client_settings(), &logdist_net::TlsNames::FLAGS)
+                .unwrap();
+        let stream = logdist_net::connect(
+            "127.0.0.1",
+            terminator.addr.port(),
+            Some(&client),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert!(stream.is_tls());
+
+        let cfg = EmitterConfig {
+            index: 0,
+            id: "e0".into(),
+            checksum: ChecksumKind::Fnv,
+            plan: PriorityPlan::new(
+                &PrioritySettings {
+                    mode: PriorityMode::Cyclic,
+                    levels: vec![0, 3, 7],
+                    weights: vec![],
+                },
+                1,
+            ),
+            sizes: SizeModel::new(&SizeSettings::default()).unwrap(),
+            tick: Duration::from_millis(5),
+            seed: 1,
+        };
+        let shared = Arc::new(EmitterShared::with_rate(20_000.0));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            cfg,
+            shared.clone(),
+            stream,
+            Instant::now(),
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(shared.error.lock().is_none(), "{:?}", shared.error.lock());
+        let sent = shared.sent();
+        assert!(sent > 1000, "sent only {sent}");
+        let payloads = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            payloads.len() as u64,
+            sent,
+            "every frame counted as sent arrived"
+        );
+        for (counter, payload) in payloads.iter().enumerate() {
+            match crate::payload::verify(payload, ChecksumKind::Fnv) {
+                Ok(v) => assert_eq!(v.counter, counter as u64),
+                Err(_) => panic!("frame {counter} does not verify"),
+            }
+        }
+        assert_eq!(terminator.accepted(), 1);
+    }
 
     #[test]
     fn sizes_are_log_normal_around_the_mean() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use tokio::net::TcpStream;
+use logdist_net::{TlsClient, TlsNames};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,22 @@ pub struct RunOptions {
     pub checksum: ChecksumKind,
     pub seed: u64,
     pub progress: bool,
+    pub tls: TlsOptions,
+    /// Put in the analyzers' JSON hellos (`token`).
+    pub analyzer_token: Option<String>,
+}
+
+/// TLS for the run: clients for the emitters and the analyzers (None: plain
+/// TCP), or a directory of certificates that puts logdist's listeners and
+/// both sides on mutual TLS (`--tls-dir`).
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    pub emitters: Option<TlsClient>,
+    pub analyzers: Option<TlsClient>,
+    /// `--tls-dir`: used only when the run starts logdist.
+    pub dir: Option<PathBuf>,
+    /// `--tls-server-name` with `--tls-dir`.
+    pub server_name: Option<String>,
 }
 
 /// The simulated world of a run, set up and ready to send.
@@ -112,11 +128,25 @@ impl Harness {
         };
         let results_dir = create_results_dir(&opts.results_root, &profile.name)?;
 
+        let mut tls = opts.tls.clone();
         let (distributor, emitter_addr, analyzer_addr, max_frame_bytes) = match target {
             Target::Running(e, a) => (None, e, a, 1024 * 1024),
             Target::Start(bin) => {
                 let (text, _) = distributor_process::read_config(&profile.distributor_config)?;
-                let cfg = distributor_process::write_run_config(&text, &results_dir)?;
+                let pki = match &tls.dir {
+                    Some(dir) => {
+                        let files = distributor_process::prepare_tls_dir(dir)?;
+                        let mut settings = files.client_settings();
+                        settings.server_name = tls.server_name.clone();
+                        let client = TlsClient::new(&settings, &TlsNames::FLAGS)
+                            .map_err(|e| format!("--tls-dir {}: {e}", dir.display()))?;
+                        tls.emitters = Some(client.clone());
+                        tls.analyzers = Some(client);
+                        Some(files)
+                    }
+                    None => None,
+                };
+                let cfg = distributor_process::write_run_config(&text, &results_dir, pki.as_ref())?;
                 let max_frame = cfg.max_frame_bytes;
                 let d = DistributorProcess::start(&bin, cfg, &results_dir, Duration::from_secs(15))
                     .await?;
@@ -143,6 +173,8 @@ impl Harness {
             max_frame_bytes,
             hello_id_prefix: format!("lt{run_tag:08x}-a"),
             connect_timeout: Duration::from_secs(10),
+            tls: tls.analyzers.clone(),
+            token: opts.analyzer_token.clone(),
         };
         let analyzers: Vec<AnalyzerHandle> = settings
             .iter()
@@ -186,11 +218,16 @@ impl Harness {
         tokio::time::sleep(profile.settle).await;
 
         let mut streams = Vec::with_capacity(profile.emitters.count);
+        let host = emitter_addr.ip().to_string();
         for i in 0..profile.emitters.count {
-            let s = TcpStream::connect(emitter_addr)
-                .await
-                .map_err(|e| format!("emitter {i} cannot connect to {emitter_addr}: {e}"))?;
-            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            let s = logdist_net::connect(
+                &host,
+                emitter_addr.port(),
+                tls.emitters.as_ref(),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|e| format!("emitter {i} cannot connect to {emitter_addr}: {e}"))?;
             streams.push(s);
         }
         let sizes = SizeModel::new(&profile.emitters.size)?;

@@ -274,24 +274,24 @@ impl Drop for Distributor {
     }
 }
 
-#[test]
-fn target_mode_uses_a_running_distributor() {
-    let serial = serial();
+/// Starts the logdist binary on 127.0.0.1 ephemeral ports (one emitter
+/// listener without acks); returns it and its ready file.
+fn start_distributor(dir: &Path) -> (Distributor, Value) {
     let bin = logdist_bin();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("logdist.toml");
+    let config = dir.join("logdist.toml");
     std::fs::write(
         &config,
         format!(
             "[[listeners]]\naddress = \"127.0.0.1:0\"\nack = \"none\"\n\
              [analyzers]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\
              [delivery]\ndead_letter_path = \"{}\"\n",
-            dir.path().join("dead.ndjson").display()
+            dir.join("dead.ndjson").display()
         ),
     )
     .unwrap();
-    let ready = dir.path().join("ready.json");
-    let _d = Distributor(
+    let ready = dir.join("ready.json");
+    let distributor = Distributor(
         Command::new(&bin)
             .arg("--config")
             .arg(&config)
@@ -310,6 +310,14 @@ fn target_mode_uses_a_running_distributor() {
         assert!(Instant::now() < deadline, "logdist did not become ready");
         std::thread::sleep(Duration::from_millis(20));
     };
+    (distributor, info)
+}
+
+#[test]
+fn target_mode_uses_a_running_distributor() {
+    let serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, info) = start_distributor(dir.path());
     let target = info["listeners"][0]["address"]
         .as_str()
         .unwrap()
@@ -336,6 +344,129 @@ fn target_mode_uses_a_running_distributor() {
     assert!(run.total("sent") > 1000);
     assert_eq!(run.summary()["target"], target.as_str());
     assert!(run.summary()["distributor"].is_null());
+}
+
+/// Emitters and analyzers over mutual TLS: TLS terminators (test
+/// certificates, client certificates required) in front of a running
+/// logdist's emitter and analyzer listeners.
+#[test]
+fn emitters_and_analyzers_over_mutual_tls() {
+    use logdist_net::test_pki::{TestPki, TlsTerminator};
+    let serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (_d, info) = start_distributor(dir.path());
+    let address = |v: &Value| v.as_str().unwrap().parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let pki = TestPki::generate(&[]);
+    let files = pki.write_to(&dir.path().join("certs")).unwrap();
+    let (emitters, analyzers) = runtime.block_on(async {
+        let config = pki.server_config(true);
+        (
+            TlsTerminator::start(config.clone(), address(&info["listeners"][0]["address"]))
+                .await
+                .unwrap(),
+            TlsTerminator::start(config, address(&info["analyzers"]))
+                .await
+                .unwrap(),
+        )
+    });
+    let (e, a) = (emitters.addr.to_string(), analyzers.addr.to_string());
+    let run = run_serialized(
+        &serial,
+        &[
+            "basic",
+            "--duration",
+            "2s",
+            "--quiet",
+            "--target",
+            &e,
+            "--analyzer-target",
+            &a,
+            "--tls",
+            "--analyzer-tls",
+            "--tls-ca",
+            files.ca.to_str().unwrap(),
+            "--tls-cert",
+            files.client.to_str().unwrap(),
+            "--tls-key",
+            files.client_key.to_str().unwrap(),
+        ],
+        "/nonexistent/not-needed",
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    run.assert_exact();
+    assert!(run.total("sent") > 1000, "{}", run.describe());
+    // Every emitter and analyzer connection was TLS, none refused.
+    assert_eq!(emitters.accepted(), 3);
+    assert!(analyzers.accepted() >= 3, "{}", analyzers.accepted());
+    assert_eq!(emitters.failed() + analyzers.failed(), 0);
+
+    // Without the client certificate the listeners refuse: the run cannot
+    // be carried out (exit 2) and says why.
+    let run = run_serialized(
+        &serial,
+        &[
+            "basic",
+            "--duration",
+            "1s",
+            "--quiet",
+            "--target",
+            &e,
+            "--analyzer-target",
+            &a,
+            "--tls",
+            "--analyzer-tls",
+            "--tls-ca",
+            files.ca.to_str().unwrap(),
+        ],
+        "/nonexistent/not-needed",
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.output.status.code(), Some(2), "{}", run.describe());
+    assert!(analyzers.failed() > 0, "{}", run.describe());
+    drop(runtime);
+}
+
+/// `--tls-dir`: logdist started with every listener on mutual TLS. Needs a
+/// logdist with TLS listeners (`tls` in `[[listeners]]` and `[analyzers]`);
+/// skipped, saying so, with one that refuses the key.
+#[test]
+fn tls_dir_runs_logdist_on_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let run = serial_run(
+        &[
+            "basic",
+            "--duration",
+            "2s",
+            "--quiet",
+            "--tls-dir",
+            certs.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    for f in [
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+        "client.pem",
+        "client-key.pem",
+    ] {
+        assert!(certs.join(f).is_file(), "{f} not made\n{}", run.describe());
+    }
+    if run.output.status.code() == Some(2) && run.stderr().contains("unknown field `tls`") {
+        eprintln!(
+            "SKIPPED tls_dir_runs_logdist_on_mutual_tls: this logdist has no TLS listeners yet \
+             (it refuses the `tls` key)"
+        );
+        return;
+    }
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    run.assert_exact();
+    let config =
+        std::fs::read_to_string(run.results_dir.as_ref().unwrap().join("logdist.toml")).unwrap();
+    assert!(config.contains("client_ca"), "{config}");
 }
 
 #[test]
@@ -375,6 +506,14 @@ fn help_explains_the_options() {
         "--results-dir",
         "--checksum",
         "--seed",
+        "--tls",
+        "--analyzer-tls",
+        "--tls-ca",
+        "--tls-cert",
+        "--tls-key",
+        "--tls-server-name",
+        "--tls-dir",
+        "--analyzer-token",
         "basic, throughput, chaos, max",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");

@@ -5,8 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::borrow::Cow;
+
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser, ValueEnum};
+use logdist_net::{TlsClient, TlsClientSettings, TlsError, TlsNames};
 use serde::Serialize;
 
 /// Batch ships the files once and exits; continuous tails them.
@@ -87,6 +90,11 @@ Lines `YYYY-MM-DD HH:MM:SS LEVEL message` become {\"timestamp\",\"level\",\"mess
 JSON object lines pass through; other lines become {\"level\":\"INFO\",\"message\":<line>}.
 Every setting is a flag or an environment variable; a flag wins over the variable,
 the variable over the default.
+
+With --tls the connection is TLS: the server's certificate must chain to a CA in
+--tls-ca and carry the name --tls-server-name (default: --server-host);
+--tls-cert/--tls-key present a client certificate to listeners that require one.
+The health probe (--health-interval) stays a plain TCP connect.
 
 Exit codes: 0 every line read was acknowledged ok; 1 some line was rejected by the
 server, could not be delivered, or a file could not be read; 2 usage error.";
@@ -228,10 +236,53 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(64..))]
     pub max_line_bytes: u32,
 
+    /// Connect over TLS (to a listener with `tls` set; 6514 is the usual
+    /// port). Needs --tls-ca. `--tls` alone means true.
+    #[arg(
+        long,
+        env = "TLS",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_parser = BoolishValueParser::new(),
+        value_name = "BOOL"
+    )]
+    pub tls: bool,
+
+    /// With --tls: PEM file of the CA certificate(s) the server's
+    /// certificate must chain to.
+    #[arg(long, env = "TLS_CA", value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// With --tls: PEM file of a client certificate, for listeners that
+    /// require one (mutual TLS). Needs --tls-key.
+    #[arg(long, env = "TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// With --tls: PEM file of the private key of --tls-cert.
+    #[arg(long, env = "TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// With --tls: the name the server's certificate must carry (a DNS name
+    /// or an IP address). Default: --server-host.
+    #[arg(long, env = "TLS_SERVER_NAME", value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+
     /// Print the effective configuration as JSON and exit.
     #[arg(long)]
     pub print_config: bool,
 }
+
+/// How errors name the TLS settings: flag and environment variable.
+pub const TLS_NAMES: TlsNames = TlsNames {
+    enable: Cow::Borrowed("--tls/TLS"),
+    ca: Cow::Borrowed("--tls-ca/TLS_CA"),
+    server_name: Cow::Borrowed("--tls-server-name/TLS_SERVER_NAME"),
+    cert: Cow::Borrowed("--tls-cert/TLS_CERT"),
+    key: Cow::Borrowed("--tls-key/TLS_KEY"),
+};
 
 /// The resolved settings the shipper runs with.
 #[derive(Clone, Debug, Serialize)]
@@ -267,6 +318,12 @@ pub struct Config {
     #[serde(with = "secs")]
     pub shutdown_timeout: Duration,
     pub max_line_bytes: usize,
+    /// Connect over TLS, with the settings below.
+    pub tls: bool,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_server_name: Option<String>,
 }
 
 mod secs {
@@ -313,6 +370,11 @@ impl Cli {
             ack_timeout: self.ack_timeout,
             shutdown_timeout: self.shutdown_timeout,
             max_line_bytes: self.max_line_bytes as usize,
+            tls: self.tls,
+            tls_ca: self.tls_ca,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_server_name: self.tls_server_name,
         }
     }
 }
@@ -327,6 +389,18 @@ impl Config {
         config.server_host = host.to_string();
         config.server_port = port;
         config
+    }
+
+    /// The TLS client of `--tls` and co. (`None` without `--tls`): every file
+    /// read and checked; an error names the flag and variable at fault.
+    pub fn tls_client(&self) -> Result<Option<TlsClient>, TlsError> {
+        let settings = TlsClientSettings {
+            ca: self.tls_ca.clone(),
+            server_name: self.tls_server_name.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        };
+        TlsClient::from_flags(self.tls, &settings, &TLS_NAMES)
     }
 
     /// Lines kept in memory between the file readers and the sender.
@@ -363,6 +437,11 @@ fn cli_defaults() -> Cli {
         ack_timeout: Duration::ZERO,
         shutdown_timeout: Duration::from_secs(10),
         max_line_bytes: 1 << 20,
+        tls: false,
+        tls_ca: None,
+        tls_cert: None,
+        tls_key: None,
+        tls_server_name: None,
         print_config: false,
     }
 }
@@ -430,6 +509,50 @@ mod tests {
         );
         assert_eq!(c.max_retries, 3);
         assert_eq!(c.health_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn tls_flags() {
+        let c = parse(&[
+            "--tls",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-server-name",
+            "logs.example",
+        ]);
+        assert!(c.tls);
+        assert_eq!(c.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(c.tls_cert.as_deref(), Some(std::path::Path::new("c.pem")));
+        assert_eq!(c.tls_key.as_deref(), Some(std::path::Path::new("k.pem")));
+        assert_eq!(c.tls_server_name.as_deref(), Some("logs.example"));
+        assert!(!parse(&["--tls=false"]).tls);
+        assert!(parse(&[]).tls_client().unwrap().is_none());
+
+        // Errors name the flag and its variable.
+        let err = parse(&["--tls-ca", "ca.pem"]).tls_client().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--tls-ca/TLS_CA is set but TLS is off: add --tls/TLS"),
+            "{err}"
+        );
+        let err = parse(&["--tls"]).tls_client().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--tls/TLS needs --tls-ca/TLS_CA"),
+            "{err}"
+        );
+        let err = parse(&["--tls", "--tls-ca", "/nonexistent/ca.pem"])
+            .tls_client()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--tls-ca/TLS_CA: cannot read /nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! One TCP connection to logdist: batches go out (plain NDJSON lines, or one
-//! gzip frame per batch), acks come back one line per message, read by a
-//! task of their own so writing never waits on reading.
+//! One TCP (or TLS) connection to logdist: batches go out (plain NDJSON
+//! lines, or one gzip frame per batch), acks come back one line per message,
+//! read by a task of their own so writing never waits on reading.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
+use logdist_net::tls::explain_tls_error;
+use logdist_net::{ClientWriteHalf, TlsClient};
 use logdist_wire::{ErrorCode, NdjsonLineDecoder, RejectReason};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
@@ -88,23 +88,27 @@ impl Ack {
 
 /// A connected client.
 pub struct Connection {
-    writer: OwnedWriteHalf,
+    writer: ClientWriteHalf,
     acks: mpsc::UnboundedReceiver<Ack>,
     reader: JoinHandle<()>,
     pub peer: SocketAddr,
 }
 
 impl Connection {
-    /// Connects to `host:port` (every resolved address in turn), within `timeout`.
-    pub async fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<Connection> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
+    /// Connects to `host:port` (every resolved address in turn), with `tls`
+    /// over TLS (the handshake included), within `timeout`. A server
+    /// certificate that does not verify is an error that says why.
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        tls: Option<&TlsClient>,
+        timeout: Duration,
+    ) -> io::Result<Connection> {
+        let stream = logdist_net::connect(host, port, tls, timeout).await?;
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(Duration::from_secs(30))
             .with_interval(Duration::from_secs(10));
-        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        let _ = socket2::SockRef::from(stream.tcp()).set_tcp_keepalive(&keepalive);
         let peer = stream.peer_addr()?;
         let (read, writer) = stream.into_split();
         let (tx, acks) = mpsc::unbounded_channel();
@@ -122,7 +126,14 @@ impl Connection {
                         }
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "unreadable reply from the server: dropping the connection");
+                        // With TLS 1.3 a server that refuses the client
+                        // certificate says so here, at the first read.
+                        match explain_tls_error(&error, crate::config::TLS_NAMES.cert.as_ref()) {
+                            Some(tls) => tracing::warn!("{tls}: dropping the connection"),
+                            None => {
+                                tracing::warn!(%error, "unreadable reply from the server: dropping the connection")
+                            }
+                        }
                         return;
                     }
                 }
@@ -143,6 +154,12 @@ impl Connection {
             0 if !data.is_empty() => Err(io::ErrorKind::WriteZero.into()),
             n => Ok(n),
         }
+    }
+
+    /// Sends what earlier writes left buffered (TLS buffers records; plain
+    /// TCP has nothing to do). Cancel safe.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush().await
     }
 
     /// The next ack; `None` once the server has closed the connection (after
@@ -300,7 +317,7 @@ mod tests {
         replies.extend_from_slice(b"\"}\n");
         replies.extend_from_slice(ok);
         let (addr, _server) = replying(replies).await;
-        let mut conn = Connection::connect("127.0.0.1", addr.port(), Duration::from_secs(5))
+        let mut conn = Connection::connect("127.0.0.1", addr.port(), None, Duration::from_secs(5))
             .await
             .unwrap();
         // The ok before it, then the end: what followed is never counted.
@@ -312,7 +329,7 @@ mod tests {
         let mut replies = b"{\"status\":\"ok\"}\n\xff\xfe not json\n".to_vec();
         replies.extend_from_slice(b"{\"status\":\"ok\"}\n");
         let (addr, server) = replying(replies).await;
-        let mut conn = Connection::connect("127.0.0.1", addr.port(), Duration::from_secs(5))
+        let mut conn = Connection::connect("127.0.0.1", addr.port(), None, Duration::from_secs(5))
             .await
             .unwrap();
         let mut acks = Vec::new();

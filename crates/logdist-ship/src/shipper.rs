@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use logdist_net::Backoff;
+use logdist_net::{Backoff, TlsClient};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -168,6 +168,9 @@ impl std::error::Error for ShipError {}
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<Summary, ShipError> {
     let started = Instant::now();
     let files = sources::resolve(&config.log_files, config.mode).map_err(ShipError::Usage)?;
+    let tls = config
+        .tls_client()
+        .map_err(|e| ShipError::Usage(e.to_string()))?;
     let checkpoint = match &config.checkpoint {
         Some(path) => {
             let (checkpoint, aside) =
@@ -225,6 +228,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         compress = config.compress,
         batch_size = config.batch_size,
         resilient = config.resilient,
+        tls = tls.is_some(),
         "shipping"
     );
 
@@ -238,7 +242,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         ))
     });
 
-    let mut shipper = Shipper::new(config, keys, checkpoint, health);
+    let mut shipper = Shipper::new(config, tls, keys, checkpoint, health);
     let outcome = shipper.ship(rx, shutdown, &stop).await;
     stop.stop();
     if let Some(monitor) = monitor {
@@ -304,6 +308,8 @@ enum Write {
 
 struct Shipper {
     config: Config,
+    /// `Some` with `--tls`: every connection is TLS.
+    tls: Option<TlsClient>,
     keys: Vec<String>,
     checkpoint: Option<(PathBuf, Checkpoint)>,
     /// Changed since last written.
@@ -340,6 +346,7 @@ struct Shipper {
 impl Shipper {
     fn new(
         config: Config,
+        tls: Option<TlsClient>,
         keys: Vec<String>,
         checkpoint: Option<(PathBuf, Checkpoint)>,
         health: Health,
@@ -349,6 +356,7 @@ impl Shipper {
             window: WINDOW_LINES.max(2 * config.batch_size),
             backoff: Backoff::new(config.backoff_initial, config.backoff_max),
             config,
+            tls,
             keys,
             checkpoint,
             checkpoint_dirty: false,
@@ -562,7 +570,7 @@ impl Shipper {
 
     async fn try_connect(&mut self) {
         let (host, port) = (&self.config.server_host, self.config.server_port);
-        match Connection::connect(host, port, CONNECT_TIMEOUT).await {
+        match Connection::connect(host, port, self.tls.as_ref(), CONNECT_TIMEOUT).await {
             Ok(conn) => {
                 if self.connected_before {
                     self.metrics.reconnected();
@@ -608,6 +616,8 @@ impl Shipper {
                 while out.written < out.data.len() {
                     out.written += conn.write(&out.data[out.written..]).await?;
                 }
+                // TLS may still hold the batch's last records.
+                conn.flush().await?;
                 self.out = None;
             }
             if !self.next_batch() {

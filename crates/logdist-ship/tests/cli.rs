@@ -46,6 +46,10 @@ fn defaults_match_the_seed() {
     assert_eq!(c["metrics_interval"], 0.0);
     assert_eq!(c["poll_interval"], 0.5);
     assert_eq!(c["checkpoint"], serde_json::Value::Null);
+    assert_eq!(c["tls"], false);
+    for key in ["tls_ca", "tls_cert", "tls_key", "tls_server_name"] {
+        assert_eq!(c[key], serde_json::Value::Null, "{key}");
+    }
     // The library's defaults are the command's.
     let lib = logdist_ship::Config::new(vec!["/var/log/app.log".into()], "localhost", 9000);
     assert_eq!(c, serde_json::to_value(&lib).unwrap());
@@ -66,6 +70,11 @@ fn environment_overrides_defaults_and_flags_override_environment() {
         ("POLL_INTERVAL", "0.25"),
         ("CHECKPOINT_FILE", "/tmp/cp"),
         ("PRIORITY", "4"),
+        ("TLS", "true"),
+        ("TLS_CA", "/env/ca.pem"),
+        ("TLS_CERT", "/env/client.pem"),
+        ("TLS_KEY", "/env/client-key.pem"),
+        ("TLS_SERVER_NAME", "env.example"),
     ];
     let c = config_json(&[], &env);
     assert_eq!(
@@ -92,6 +101,11 @@ fn environment_overrides_defaults_and_flags_override_environment() {
     assert_eq!(c["checkpoint"], "/tmp/cp");
     assert_eq!(c["priority"], 4);
     assert_eq!(c["max_retries"], 0, "resilient retries forever by default");
+    assert_eq!(c["tls"], true);
+    assert_eq!(c["tls_ca"], "/env/ca.pem");
+    assert_eq!(c["tls_cert"], "/env/client.pem");
+    assert_eq!(c["tls_key"], "/env/client-key.pem");
+    assert_eq!(c["tls_server_name"], "env.example");
 
     let c = config_json(
         &[
@@ -115,6 +129,15 @@ fn environment_overrides_defaults_and_flags_override_environment() {
             "2",
             "--priority",
             "0",
+            "--tls=false",
+            "--tls-ca",
+            "/cli/ca.pem",
+            "--tls-cert",
+            "/cli/client.pem",
+            "--tls-key",
+            "/cli/client-key.pem",
+            "--tls-server-name",
+            "cli.example",
         ],
         &env,
     );
@@ -138,6 +161,11 @@ fn environment_overrides_defaults_and_flags_override_environment() {
     );
     assert_eq!(c["priority"], 0);
     assert_eq!(c["max_retries"], 5);
+    assert_eq!(c["tls"], false);
+    assert_eq!(c["tls_ca"], "/cli/ca.pem");
+    assert_eq!(c["tls_cert"], "/cli/client.pem");
+    assert_eq!(c["tls_key"], "/cli/client-key.pem");
+    assert_eq!(c["tls_server_name"], "cli.example");
 }
 
 #[test]
@@ -160,10 +188,15 @@ fn help_documents_every_flag_with_its_variable() {
         ("--priority", "PRIORITY"),
         ("--level-map", "LEVEL_MAP"),
         ("--max-retries", "MAX_RETRIES"),
+        ("--tls[=<BOOL>]", "TLS"),
+        ("--tls-ca <PATH>", "TLS_CA"),
+        ("--tls-cert <PATH>", "TLS_CERT"),
+        ("--tls-key <PATH>", "TLS_KEY"),
+        ("--tls-server-name <NAME>", "TLS_SERVER_NAME"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         assert!(
-            help.contains(&format!("[env: {env}")),
+            help.contains(&format!("[env: {env}=")),
             "{env} missing from --help"
         );
     }

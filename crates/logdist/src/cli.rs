@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use logdist_net::{TlsClient, TlsClientSettings, TlsError, TlsNames};
 
 use crate::config::{AckMode, Config, ConfigError, ListenerConfig, Secret};
 
@@ -63,9 +64,8 @@ pub struct ReplayArgs {
     /// The dead-letter file (NDJSON, as written by logdist).
     #[arg(long)]
     pub file: PathBuf,
-    /// An emitter listener, host:port (an acking one lets refused records stay in the file).
-    #[arg(long)]
-    pub target: String,
+    #[command(flatten)]
+    pub target: ReplayTarget,
     /// Give up (keeping every record) if the distributor has not taken all within this.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -76,6 +76,68 @@ pub struct ReplayArgs {
     /// priority in the default [priorities] table.
     #[arg(long, default_value_t = logdist_wire::DEFAULT_PRIORITY)]
     pub default_priority: u8,
+}
+
+/// Where replay sends: an emitter listener, over plain TCP or TLS.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ReplayTarget {
+    /// An emitter listener, host:port (an acking one lets refused records stay in the file).
+    #[arg(long = "target", value_name = "HOST:PORT")]
+    pub address: String,
+    /// Connect over TLS (to a listener with `tls` set). Needs --tls-ca.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: PEM file of the CA certificate(s) the listener's
+    /// certificate must chain to.
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+    /// With --tls: PEM file of a client certificate, for listeners that
+    /// require one (mutual TLS). Needs --tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// With --tls: PEM file of the private key of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// With --tls: the name the listener's certificate must carry (a DNS name
+    /// or an IP address). Default: the host of --target.
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+}
+
+impl ReplayTarget {
+    /// The TLS client of `--tls` and co. (`None` without `--tls`), every
+    /// file read and checked; errors name the flag.
+    pub fn tls_client(&self) -> Result<Option<TlsClient>, TlsError> {
+        let settings = TlsClientSettings {
+            ca: self.tls_ca.clone(),
+            server_name: self.tls_server_name.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+        };
+        TlsClient::from_flags(self.tls, &settings, &TlsNames::FLAGS)
+    }
+}
+
+/// A plain TCP target.
+impl From<&str> for ReplayTarget {
+    fn from(address: &str) -> ReplayTarget {
+        ReplayTarget {
+            address: address.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+impl From<&String> for ReplayTarget {
+    fn from(address: &String) -> ReplayTarget {
+        ReplayTarget::from(address.as_str())
+    }
+}
+
+impl From<&ReplayTarget> for ReplayTarget {
+    fn from(target: &ReplayTarget) -> ReplayTarget {
+        target.clone()
+    }
 }
 
 /// Running the distributor: config file, then flags and `LOGDIST_*` variables.
@@ -264,7 +326,9 @@ mod tests {
         let Some(Command::DeadLetter(DeadLetterCommand::Replay(args))) = cli.command else {
             panic!("not parsed as replay");
         };
-        assert_eq!(args.target, "127.0.0.1:8080");
+        assert_eq!(args.target.address, "127.0.0.1:8080");
+        assert!(!args.target.tls);
+        assert!(args.target.tls_client().unwrap().is_none());
         assert_eq!(args.timeout, Duration::from_secs(60));
         assert_eq!(args.default_priority, 3);
         assert!(
@@ -289,6 +353,60 @@ mod tests {
             [Secret::new("one"), Secret::new("two")]
         );
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn replay_takes_tls_flags() {
+        let cli = Cli::try_parse_from([
+            "logdist",
+            "dead-letter",
+            "replay",
+            "--file",
+            "d.ndjson",
+            "--target",
+            "logs.example:6514",
+            "--tls",
+            "--tls-ca",
+            "certs/ca.pem",
+            "--tls-cert",
+            "certs/client.pem",
+            "--tls-key",
+            "certs/client-key.pem",
+            "--tls-server-name",
+            "logdist",
+        ])
+        .unwrap();
+        let Some(Command::DeadLetter(DeadLetterCommand::Replay(args))) = cli.command else {
+            panic!("not parsed as replay");
+        };
+        let t = &args.target;
+        assert!(t.tls);
+        assert_eq!(t.address, "logs.example:6514");
+        assert_eq!(
+            t.tls_ca.as_deref(),
+            Some(std::path::Path::new("certs/ca.pem"))
+        );
+        assert_eq!(
+            t.tls_cert.as_deref(),
+            Some(std::path::Path::new("certs/client.pem"))
+        );
+        assert_eq!(
+            t.tls_key.as_deref(),
+            Some(std::path::Path::new("certs/client-key.pem"))
+        );
+        assert_eq!(t.tls_server_name.as_deref(), Some("logdist"));
+        // The files are read when the client is made: errors name the flag.
+        let err = t.tls_client().unwrap_err().to_string();
+        assert!(
+            err.starts_with("--tls-ca: cannot read certs/ca.pem"),
+            "{err}"
+        );
+        let plain = ReplayTarget {
+            tls: false,
+            ..t.clone()
+        };
+        let err = plain.tls_client().unwrap_err().to_string();
+        assert!(err.contains("is set but TLS is off: add --tls"), "{err}");
     }
 
     #[test]

@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use logdist_net::TlsClient;
+use logdist_net::tls::split_host_port;
 use logdist_wire::{DeadLetterRecord, MessageField, Origin, encode_frame};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use super::dead_letter;
+use crate::cli::ReplayTarget;
 
 /// What a replay did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -34,6 +36,9 @@ pub struct ReplayReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
+    /// The TLS settings cannot be used (nothing was read or sent).
+    #[error("{0}")]
+    Tls(#[from] logdist_net::TlsError),
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("cannot put unsent records back into {path}: {source}; they are in {aside}")]
@@ -53,16 +58,20 @@ struct Outgoing {
     acked: bool,
 }
 
-/// Replays `file` into the emitter listener at `target`. Records with no
-/// priority (`null` or missing) that are sent as binary frames get
-/// `default_priority`; NDJSON ones go as their original line, for the target
-/// to give them a priority as it does any new line.
+/// Replays `file` into the emitter listener at `target`: an address
+/// (`"host:port"`, plain TCP), or a [`ReplayTarget`] with its TLS settings.
+/// Records with no priority (`null` or missing) that are sent as binary
+/// frames get `default_priority`; NDJSON ones go as their original line, for
+/// the target to give them a priority as it does any new line. TLS settings
+/// that cannot be used are an error before the file is touched.
 pub async fn replay(
     file: &Path,
-    target: &str,
+    target: impl Into<ReplayTarget>,
     timeout: Duration,
     default_priority: u8,
 ) -> Result<ReplayReport, ReplayError> {
+    let target = target.into();
+    let tls = target.tls_client()?;
     let aside = aside_path(file);
     let read = {
         let (file, aside) = (file.to_owned(), aside.clone());
@@ -93,15 +102,17 @@ pub async fn replay(
         }
     }
 
-    let accepted = match tokio::time::timeout(timeout, send(target, &outgoing)).await {
+    let address = target.address.as_str();
+    let sending = send(address, tls.as_ref(), timeout, &outgoing);
+    let accepted = match tokio::time::timeout(timeout, sending).await {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(err)) => {
-            tracing::error!(target, %err, "replay failed; nothing sent is taken out of the file");
+            tracing::error!(target = address, %err, "replay failed; nothing sent is taken out of the file");
             vec![false; outgoing.len()]
         }
         Err(_) => {
             tracing::error!(
-                target,
+                target = address,
                 ?timeout,
                 "replay timed out; nothing sent is taken out of the file"
             );
@@ -220,17 +231,36 @@ fn with_priority(object: &str, priority: u8) -> String {
     }
 }
 
-/// Sends every record, closes the write side, and reads until the distributor
-/// closes: it does so only after taking in everything it read. Returns, per
-/// record, whether it was accepted (an error ack means refused).
-async fn send(target: &str, outgoing: &[Outgoing]) -> io::Result<Vec<bool>> {
-    let stream = TcpStream::connect(target).await?;
+/// Sends every record (over TLS with `tls`), closes the write side, and
+/// reads until the distributor closes: it does so only after taking in
+/// everything it read. Returns, per record, whether it was accepted (an error
+/// ack means refused).
+async fn send(
+    target: &str,
+    tls: Option<&TlsClient>,
+    timeout: Duration,
+    outgoing: &[Outgoing],
+) -> io::Result<Vec<bool>> {
+    let (host, port) = split_host_port(target).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--target {target:?} is not HOST:PORT"),
+        )
+    })?;
+    let stream = logdist_net::connect(host, port, tls, timeout).await?;
     let (reader, mut writer) = stream.into_split();
     let acks = tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         let mut statuses = Vec::new();
-        while let Some(line) = lines.next_line().await? {
-            statuses.push(line.contains("\"status\":\"ok\""));
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => statuses.push(line.contains("\"status\":\"ok\"")),
+                Ok(None) => break,
+                // A TLS peer that closes without close_notify: the end, as a
+                // FIN is over plain TCP (the ack count is checked below).
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => break,
+                Err(err) => return Err(err),
+            }
         }
         io::Result::Ok(statuses)
     });
