@@ -428,9 +428,7 @@ fn emitters_and_analyzers_over_mutual_tls() {
     drop(runtime);
 }
 
-/// `--tls-dir`: logdist started with every listener on mutual TLS. Needs a
-/// logdist with TLS listeners (`tls` in `[[listeners]]` and `[analyzers]`);
-/// skipped, saying so, with one that refuses the key.
+/// `--tls-dir`: logdist started with every listener on mutual TLS.
 #[test]
 fn tls_dir_runs_logdist_on_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -454,13 +452,6 @@ fn tls_dir_runs_logdist_on_mutual_tls() {
         "client-key.pem",
     ] {
         assert!(certs.join(f).is_file(), "{f} not made\n{}", run.describe());
-    }
-    if run.output.status.code() == Some(2) && run.stderr().contains("unknown field `tls`") {
-        eprintln!(
-            "SKIPPED tls_dir_runs_logdist_on_mutual_tls: this logdist has no TLS listeners yet \
-             (it refuses the `tls` key)"
-        );
-        return;
     }
     assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
     run.assert_exact();
