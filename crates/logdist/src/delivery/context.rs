@@ -8,6 +8,7 @@ use std::time::Duration;
 use logdist_router::Router;
 
 use super::directory::Directory;
+use super::drain::DrainWatch;
 use super::redelivery::Redelivery;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -17,6 +18,8 @@ pub struct DeliveryContext {
     pub stats: Arc<Stats>,
     pub directory: Arc<Directory>,
     pub redelivery: Redelivery,
+    /// What draining sessions wait for besides their own queues.
+    pub drain: Arc<DrainWatch>,
     pub shutdown: Shutdown,
     pub settings: SessionSettings,
 }
@@ -29,6 +32,8 @@ pub struct SessionSettings {
     /// Messages written and not yet acknowledged, at most.
     pub window: usize,
     pub ack_timeout: Duration,
+    /// `TCP_USER_TIMEOUT` of analyzer connections (zero: the kernel's).
+    pub user_timeout: Duration,
     /// Between TCP probes of a connected static analyzer (zero: off).
     pub probe_interval: Duration,
     pub reconnect_min: Duration,
