@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::analyzer::{self, AnalyzerCommand, AnalyzerContext, AnalyzerHandle};
 use crate::distributor_process::{self, DistributorProcess, log_tail};
 use crate::emitter::{self, EmitterConfig, EmitterShared, SizeModel};
+use crate::partition::Island;
 use crate::payload::{ChecksumKind, EmitterNaming};
 use crate::priority::PriorityPlan;
 use crate::profile::{AnalyzerGroup, Profile};
@@ -41,6 +42,11 @@ pub struct RunOptions {
     pub checksum: ChecksumKind,
     pub seed: u64,
     pub progress: bool,
+    /// The partition fault's namespaces (this process already runs in its
+    /// world namespace), when the schedule has the fault and it can run.
+    pub island: Option<Arc<Island>>,
+    /// Why a `partition` in the schedule was skipped.
+    pub partition_skipped: Option<String>,
 }
 
 /// The simulated world of a run, set up and ready to send.
@@ -116,7 +122,13 @@ impl Harness {
             Target::Running(e, a) => (None, e, a, 1024 * 1024),
             Target::Start(bin) => {
                 let (text, _) = distributor_process::read_config(&profile.distributor_config)?;
-                let cfg = distributor_process::write_run_config(&text, &results_dir)?;
+                // Behind the partition link, an analyzer reaches logdist over
+                // the link, not loopback.
+                let cfg = distributor_process::write_run_config(
+                    &text,
+                    &results_dir,
+                    opts.island.is_some(),
+                )?;
                 let max_frame = cfg.max_frame_bytes;
                 let d = DistributorProcess::start(&bin, cfg, &results_dir, Duration::from_secs(15))
                     .await?;
@@ -143,6 +155,7 @@ impl Harness {
             max_frame_bytes,
             hello_id_prefix: format!("lt{run_tag:08x}-a"),
             connect_timeout: Duration::from_secs(10),
+            island: opts.island.clone(),
         };
         let analyzers: Vec<AnalyzerHandle> = settings
             .iter()

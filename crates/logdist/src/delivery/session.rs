@@ -349,7 +349,13 @@ impl AnalyzerSession {
             window.push_batch(pending.drain(..), write_started);
             if let Err(err) = written {
                 let failure = !shutdown.hard_stop.is_cancelled();
-                break (format!("write failed: {err}"), failure);
+                // A write cut short because the session is closing: the
+                // reason it is closing (a timed-out connection, ...) says more.
+                let reason = self
+                    .state
+                    .closed_reason()
+                    .unwrap_or_else(|| format!("write failed: {err}"));
+                break (reason, failure);
             }
             if !self.acks {
                 // Without acks, what is written counts as acknowledged.
