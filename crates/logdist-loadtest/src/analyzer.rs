@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::codec::Decoder;
 
+use crate::partition::Island;
 use crate::payload::{ChecksumKind, EmitterNaming, unix_nanos_now, verify};
 use crate::priority::PriorityPlan;
 use crate::profile::{AnalyzerGroup, Handshake};
@@ -34,6 +35,10 @@ pub enum AnalyzerCommand {
     Stall { duration: Duration },
     /// Ack what was processed, close cleanly, reconnect at once.
     Restart,
+    /// The analyzer behind the partition link: stop reading and acking, cut
+    /// the link (no FIN, no RST) for `duration`, restore it, then drop the
+    /// connection and what it holds unacked and reconnect (see `partition`).
+    Partition { duration: Duration },
     /// End of run: ack what was processed, close, and return.
     Stop,
 }
@@ -55,6 +60,9 @@ pub struct AnalyzerContext {
     pub tls: Option<TlsClient>,
     /// `token` of JSON hellos.
     pub token: Option<String>,
+    /// The partition fault's namespaces, when the schedule has one: its
+    /// analyzer dials from behind the link.
+    pub island: Option<Arc<Island>>,
 }
 
 /// Live state the runner looks at.
@@ -229,16 +237,33 @@ impl Analyzer {
         }
     }
 
+    /// The island, if this analyzer dials from behind the partition link.
+    fn island(&self) -> Option<&Arc<Island>> {
+        self.ctx
+            .island
+            .as_ref()
+            .filter(|island| island.analyzer == self.index)
+    }
+
     async fn try_connect(&self) -> Result<(ClientStream, BytesMut), String> {
         let target = self.ctx.target;
-        let mut stream = logdist_net::connect(
-            &target.ip().to_string(),
-            target.port(),
-            self.ctx.tls.as_ref(),
-            Duration::from_secs(5),
-        )
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+        // Behind the partition link the analyzer dials over the link, in
+        // plain TCP (the partition fault does not combine with TLS).
+        let mut stream = match self.island() {
+            Some(island) => island
+                .connect(target.port())
+                .await
+                .map(ClientStream::Plain)
+                .map_err(|e| format!("connect: {e}"))?,
+            None => logdist_net::connect(
+                &target.ip().to_string(),
+                target.port(),
+                self.ctx.tls.as_ref(),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|e| format!("connect: {e}"))?,
+        };
         let mut buf = BytesMut::with_capacity(256 * 1024);
         match self.settings.handshake {
             Handshake::Seed => {
@@ -362,6 +387,8 @@ impl Analyzer {
         let mut acked: u64 = 0;
         let mut idle_deadline: Option<Instant> = None;
         let mut stall_until: Option<Instant> = None;
+        // The stall is a partition: the link is cut until it ends.
+        let mut partitioned = false;
         // A kill waits (briefly) until the analyzer holds unacked messages.
         let mut kill: Option<(Duration, Instant)> = None;
 
@@ -394,6 +421,32 @@ impl Analyzer {
                             format!("stops reading for {duration:?} holding {} unacked", pending.len()),
                         );
                     }
+                    Some(AnalyzerCommand::Partition { duration }) => {
+                        let Some(island) = self.island().cloned() else {
+                            self.ctx.recorder.event(
+                                Some(self.index),
+                                "partition-skipped",
+                                "this analyzer is not behind the partition link".to_string(),
+                            );
+                            continue;
+                        };
+                        // Stop reading and acking first, and let acks already
+                        // written reach logdist: none is lost in the cut.
+                        stall_until = Some(Instant::now() + duration);
+                        partitioned = true;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let cut = tokio::task::spawn_blocking(move || island.cut()).await;
+                        let detail = match cut {
+                            Ok(Ok(())) => format!(
+                                "link cut without FIN/RST for {duration:?} holding {} unacked",
+                                pending.len()
+                            ),
+                            Ok(Err(e)) => format!("could not cut the link: {e}"),
+                            Err(e) => format!("could not cut the link: {e}"),
+                        };
+                        self.ctx.recorder.with_analyzer(self.index, |t| t.partitions += 1);
+                        self.ctx.recorder.event(Some(self.index), "partition", detail);
+                    }
                     Some(AnalyzerCommand::Restart) => {
                         if received > acked
                             && let Err(e) = self.ack_and_commit(&mut stream, received, &mut acked, &mut pending).await
@@ -412,6 +465,9 @@ impl Analyzer {
                 },
                 // A pending kill must not wait for traffic to reach its deadline.
                 _ = sleep_until(kill.map_or_else(Instant::now, |(_, by)| by)), if kill.is_some() => {}
+                _ = sleep_until(stall_until.unwrap_or_else(Instant::now)), if stalled && partitioned => {
+                    return self.end_partition(stream, &mut pending).await;
+                }
                 _ = sleep_until(stall_until.unwrap_or_else(Instant::now)), if stalled => {
                     stall_until = None;
                     self.ctx.recorder.event(Some(self.index), "stall-end", "reads again".to_string());
@@ -461,6 +517,40 @@ impl Analyzer {
                 }
             }
         }
+    }
+
+    /// Restores the link, then drops the connection (RST) and what is held
+    /// unacked, and reconnects. Acks written into the cut could not be told
+    /// from lost ones (nor a connection logdist gave up on from a live one),
+    /// so the analyzer acts as one restarted after a network outage: what
+    /// it held unacked is logdist's to deliver again.
+    async fn end_partition(
+        &mut self,
+        stream: ClientStream,
+        pending: &mut Vec<Received>,
+    ) -> SessionEnd {
+        if let Some(island) = self.island().cloned() {
+            let restored = tokio::task::spawn_blocking(move || island.restore()).await;
+            if !matches!(restored, Ok(Ok(()))) {
+                self.ctx.recorder.protocol_error(
+                    self.index,
+                    format!("could not restore the partition link: {restored:?}"),
+                );
+            }
+        }
+        let _ = stream.tcp().set_zero_linger();
+        drop(stream);
+        let dropped = pending.len() as u64;
+        pending.clear();
+        self.ctx
+            .recorder
+            .with_analyzer(self.index, |t| t.dropped_unacked += dropped);
+        self.ctx.recorder.event(
+            Some(self.index),
+            "partition-end",
+            format!("link restored; reconnecting, {dropped} unacked messages dropped"),
+        );
+        SessionEnd::Restart
     }
 
     fn kill(
@@ -585,6 +675,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             tls: client,
             token: None,
+            island: None,
         };
         let handle = spawn(0, settings, ctx);
         let (mut conn, _) = listener.accept().await.unwrap();

@@ -23,7 +23,7 @@ pub struct ChaosEvent {
     pub at: Duration,
     pub analyzer: usize,
     pub action: ChaosAction,
-    /// Downtime of a kill, length of a stall; zero for a restart.
+    /// Downtime of a kill, length of a stall or partition; zero for a restart.
     #[serde(serialize_with = "secs")]
     pub lasts: Duration,
 }
@@ -42,6 +42,9 @@ impl ChaosEvent {
                 duration: self.lasts,
             },
             ChaosAction::Restart => AnalyzerCommand::Restart,
+            ChaosAction::Partition => AnalyzerCommand::Partition {
+                duration: self.lasts,
+            },
         }
     }
 }
@@ -51,6 +54,7 @@ struct Shape {
     interval: Duration,
     downtime: Duration,
     stall: Duration,
+    partition: Duration,
     tail: Duration,
 }
 
@@ -65,13 +69,19 @@ fn generate(c: &ChaosSettings, shape: &Shape, run: Duration, analyzers: usize) -
             ChaosAction::Kill => shape.downtime,
             ChaosAction::Stall => shape.stall,
             ChaosAction::Restart => Duration::ZERO,
+            ChaosAction::Partition => shape.partition,
         };
         if at + lasts > end {
             break;
         }
+        // Only the last analyzer sits behind a link that can be cut.
+        let analyzer = match action {
+            ChaosAction::Partition => analyzers - 1,
+            _ => k % analyzers,
+        };
         events.push(ChaosEvent {
             at,
-            analyzer: k % analyzers,
+            analyzer,
             action,
             lasts,
         });
@@ -88,6 +98,7 @@ pub fn schedule(c: &ChaosSettings, run: Duration, analyzers: usize) -> Vec<Chaos
         interval: c.interval,
         downtime: c.downtime,
         stall: c.stall,
+        partition: c.partition,
         tail: c.quiet_tail,
     };
     let events = generate(c, &shape, run, analyzers);
@@ -103,6 +114,7 @@ pub fn schedule(c: &ChaosSettings, run: Duration, analyzers: usize) -> Vec<Chaos
         interval,
         downtime: c.downtime.min(interval / 2),
         stall: c.stall.min(interval / 2),
+        partition: c.partition.min(interval / 2),
         tail,
     };
     generate(c, &shape, run, analyzers)
@@ -139,6 +151,7 @@ mod tests {
             downtime: Duration::from_secs(2),
             stall: Duration::from_secs(3),
             quiet_tail: Duration::from_secs(5),
+            partition: Duration::from_secs(4),
             min_events: 3,
         }
     }
@@ -160,6 +173,33 @@ mod tests {
             ev.iter()
                 .all(|e| e.at + e.lasts <= Duration::from_secs(295))
         );
+    }
+
+    #[test]
+    fn partitions_always_cut_off_the_last_analyzer() {
+        let mut c = settings();
+        c.actions.push(ChaosAction::Partition);
+        let ev = schedule(&c, Duration::from_secs(300), 8);
+        let partitions: Vec<_> = ev
+            .iter()
+            .filter(|e| e.action == ChaosAction::Partition)
+            .collect();
+        assert_eq!(partitions.len(), 7);
+        for e in partitions {
+            assert_eq!((e.analyzer, e.lasts), (7, Duration::from_secs(4)));
+            assert!(matches!(
+                e.command(),
+                AnalyzerCommand::Partition { duration } if duration == Duration::from_secs(4)
+            ));
+        }
+        // Compressed, it still happens, shorter.
+        c.min_events = 4;
+        let ev = schedule(&c, Duration::from_secs(6), 8);
+        let partition = ev
+            .iter()
+            .find(|e| e.action == ChaosAction::Partition)
+            .unwrap();
+        assert!(partition.lasts < Duration::from_secs(1));
     }
 
     #[test]

@@ -9,8 +9,9 @@ use clap::Parser;
 use logdist_net::{TlsClient, TlsClientSettings, TlsNames};
 
 use crate::harness::{RunOptions, TlsOptions};
+use crate::partition::Island;
 use crate::payload::ChecksumKind;
-use crate::profile::{Profile, parse_duration, workspace_root};
+use crate::profile::{ChaosAction, Profile, parse_duration, workspace_root};
 use crate::runner;
 
 /// Exit code when every invariant held.
@@ -198,18 +199,54 @@ pub fn options(cli: &Cli) -> Result<RunOptions, String> {
         progress: !cli.quiet,
         tls: tls_options(cli)?,
         analyzer_token: cli.analyzer_token.clone(),
+        island: None,
+        partition_skipped: None,
     })
+}
+
+/// Sets up the chaos `partition` fault when the schedule has one: creates
+/// its namespaces and moves this thread into the world one (before the
+/// runtime exists, so all of the run follows), or takes the fault out of the
+/// schedule with the reason it cannot run.
+fn prepare_partition(opts: &mut RunOptions) -> Result<(), String> {
+    let analyzers = opts.profile.analyzer_list().len();
+    let Some(chaos) = opts.profile.chaos.as_mut() else {
+        return Ok(());
+    };
+    if !chaos.actions.contains(&ChaosAction::Partition) {
+        return Ok(());
+    }
+    let skipped = match Island::unavailable(opts.target.is_some()) {
+        None => {
+            let island = Island::create(analyzers - 1)?;
+            island.enter_world()?;
+            opts.island = Some(std::sync::Arc::new(island));
+            return Ok(());
+        }
+        Some(reason) => reason,
+    };
+    eprintln!("logdist-loadtest: chaos fault `partition` skipped: {skipped}");
+    chaos.actions.retain(|a| *a != ChaosAction::Partition);
+    if chaos.actions.is_empty() {
+        opts.profile.chaos = None;
+    }
+    opts.partition_skipped = Some(format!("chaos fault `partition` skipped: {skipped}"));
+    Ok(())
 }
 
 /// Run and return the process exit code.
 pub fn main(cli: Cli) -> i32 {
-    let opts = match options(&cli) {
+    let mut opts = match options(&cli) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("logdist-loadtest: {e}");
             return EXIT_ERROR;
         }
     };
+    if let Err(e) = prepare_partition(&mut opts) {
+        eprintln!("logdist-loadtest: {e}");
+        return EXIT_ERROR;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

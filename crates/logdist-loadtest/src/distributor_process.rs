@@ -173,16 +173,27 @@ fn add_tls(table: &mut toml::Table, pki: &PkiFiles) -> Result<(), String> {
 }
 
 /// Write the run's copy of the config into `results_dir`; with `tls`, every
-/// listener on mutual TLS with those certificates.
+/// listener on mutual TLS with those certificates. With
+/// `analyzers_everywhere`, the analyzer listener takes every address (port 0
+/// still): an analyzer behind the partition link dials it over the link.
 pub fn write_run_config(
     config_text: &str,
     results_dir: &Path,
     tls: Option<&PkiFiles>,
+    analyzers_everywhere: bool,
 ) -> Result<RunConfig, String> {
     let mut table: toml::Table =
         toml::from_str(config_text).map_err(|e| format!("distributor config: {e}"))?;
     if let Some(pki) = tls {
         add_tls(&mut table, pki)?;
+    }
+    if analyzers_everywhere {
+        table
+            .entry("analyzers")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or("distributor config: [analyzers] is not a table")?
+            .insert("listen".into(), toml::Value::String("0.0.0.0:0".into()));
     }
     let dead_letter_path =
         std::path::absolute(results_dir.join("dead_letters.ndjson")).map_err(|e| e.to_string())?;
@@ -400,7 +411,7 @@ mod tests {
     fn run_config_moves_dead_letters_into_results() {
         let dir = tempfile::tempdir().unwrap();
         let (text, _) = read_config("configs/basic.toml").unwrap();
-        let rc = write_run_config(&text, dir.path(), None).unwrap();
+        let rc = write_run_config(&text, dir.path(), None, false).unwrap();
         let written: toml::Table =
             toml::from_str(&std::fs::read_to_string(&rc.path).unwrap()).unwrap();
         let dl = written["delivery"]["dead_letter_path"].as_str().unwrap();
@@ -428,7 +439,7 @@ mod tests {
             .unwrap();
 
         let (text, _) = read_config("configs/chaos.toml").unwrap();
-        let rc = write_run_config(&text, dir.path(), Some(&files)).unwrap();
+        let rc = write_run_config(&text, dir.path(), Some(&files), false).unwrap();
         let written: toml::Table =
             toml::from_str(&std::fs::read_to_string(&rc.path).unwrap()).unwrap();
         let expected = |t: &toml::Value| {

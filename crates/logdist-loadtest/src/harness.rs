@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::analyzer::{self, AnalyzerCommand, AnalyzerContext, AnalyzerHandle};
 use crate::distributor_process::{self, DistributorProcess, log_tail};
 use crate::emitter::{self, EmitterConfig, EmitterShared, SizeModel};
+use crate::partition::Island;
 use crate::payload::{ChecksumKind, EmitterNaming};
 use crate::priority::PriorityPlan;
 use crate::profile::{AnalyzerGroup, Profile};
@@ -44,6 +45,11 @@ pub struct RunOptions {
     pub tls: TlsOptions,
     /// Put in the analyzers' JSON hellos (`token`).
     pub analyzer_token: Option<String>,
+    /// The partition fault's namespaces (this process already runs in its
+    /// world namespace), when the schedule has the fault and it can run.
+    pub island: Option<Arc<Island>>,
+    /// Why a `partition` in the schedule was skipped.
+    pub partition_skipped: Option<String>,
 }
 
 /// TLS for the run: clients for the emitters and the analyzers (None: plain
@@ -146,7 +152,14 @@ impl Harness {
                     }
                     None => None,
                 };
-                let cfg = distributor_process::write_run_config(&text, &results_dir, pki.as_ref())?;
+                let cfg = distributor_process::write_run_config(
+                    &text,
+                    &results_dir,
+                    pki.as_ref(),
+                    // Behind the partition link, an analyzer reaches logdist
+                    // over the link, not loopback.
+                    opts.island.is_some(),
+                )?;
                 let max_frame = cfg.max_frame_bytes;
                 let d = DistributorProcess::start(&bin, cfg, &results_dir, Duration::from_secs(15))
                     .await?;
@@ -175,6 +188,7 @@ impl Harness {
             connect_timeout: Duration::from_secs(10),
             tls: tls.analyzers.clone(),
             token: opts.analyzer_token.clone(),
+            island: opts.island.clone(),
         };
         let analyzers: Vec<AnalyzerHandle> = settings
             .iter()

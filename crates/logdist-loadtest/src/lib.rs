@@ -12,6 +12,7 @@ mod distributor_process;
 mod emitter;
 mod harness;
 mod ledger;
+mod partition;
 mod payload;
 mod priority;
 mod proc_stats;

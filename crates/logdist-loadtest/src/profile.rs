@@ -249,6 +249,10 @@ pub enum ChaosAction {
     Stall,
     /// Ack what was processed, close cleanly and reconnect at once.
     Restart,
+    /// Cut the link of the analyzer behind one (the last) without FIN or RST
+    /// for `partition`, then restore it (needs root and iproute2; skipped
+    /// with a message otherwise).
+    Partition,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -265,8 +269,15 @@ pub struct ChaosSettings {
     pub stall: Duration,
     #[serde(with = "humantime_serde")]
     pub quiet_tail: Duration,
+    /// How long a `partition` cuts the link.
+    #[serde(with = "humantime_serde", default = "default_partition")]
+    pub partition: Duration,
     #[serde(default = "default_min_events")]
     pub min_events: usize,
+}
+
+fn default_partition() -> Duration {
+    Duration::from_secs(4)
 }
 
 fn default_min_events() -> usize {

@@ -41,7 +41,9 @@ pub struct AnalyzerTally {
     pub kills: u64,
     pub stalls: u64,
     pub restarts: u64,
-    /// Unacked messages thrown away by kills (the distributor must redeliver them).
+    /// Partitions: the link cut without FIN/RST, then restored.
+    pub partitions: u64,
+    /// Unacked messages thrown away by kills and partitions (the distributor must redeliver them).
     pub dropped_unacked: u64,
     /// Messages dropped by the `drop_every` test hook.
     pub hook_dropped: u64,

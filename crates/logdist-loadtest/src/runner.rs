@@ -239,7 +239,10 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         dead_letters,
         target_rate,
     };
-    let summary = build_summary(&h, &opts, facts);
+    let mut summary = build_summary(&h, &opts, facts);
+    if let Some(skipped) = &opts.partition_skipped {
+        summary.warnings.push(skipped.clone());
+    }
     summary
         .write_files(&h.results_dir, &h.timeline)
         .map_err(|e| format!("cannot write results to {}: {e}", h.results_dir.display()))?;

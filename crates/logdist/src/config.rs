@@ -134,6 +134,12 @@ pub struct AnalyzersConfig {
     /// the analyzer's usual ack stride) declares the analyzer stalled.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
+    /// `TCP_USER_TIMEOUT` of analyzer connections (dial-in and static): data
+    /// written and not acknowledged by the analyzer's host for this long ends
+    /// the connection, and what it held is rerouted. "0s": the kernel's
+    /// default (retransmissions for up to about 15 minutes).
+    #[serde(with = "humantime_serde")]
+    pub user_timeout: Duration,
     /// First reconnect delay for static analyzers; doubles per failure.
     #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
@@ -267,6 +273,12 @@ pub struct AdminConfig {
     /// The largest request body accepted (HTTP ingest included); larger ones
     /// get 413.
     pub max_body_bytes: usize,
+    /// Most connections open at once; more are refused (counted) and closed unread.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers; a slower one
+    /// (a slowloris) is disconnected.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl AdminConfig {
@@ -346,6 +358,7 @@ impl Default for AnalyzersConfig {
             queue_capacity: 1000,
             window: 4096,
             ack_timeout: Duration::from_secs(30),
+            user_timeout: Duration::from_secs(20),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
             probe_interval: Duration::from_secs(10),
@@ -402,6 +415,8 @@ impl Default for AdminConfig {
             token: None,
             token_file: None,
             max_body_bytes: 1 << 20,
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -562,6 +577,15 @@ impl Config {
         }
         if self.analyzers.max_connections == 0 {
             return Err(invalid("analyzers.max_connections", "must be at least 1"));
+        }
+        if self.admin.max_connections == 0 {
+            return Err(invalid("admin.max_connections", "must be at least 1"));
+        }
+        if self.admin.header_read_timeout.is_zero() {
+            return Err(invalid(
+                "admin.header_read_timeout",
+                "must be longer than 0s",
+            ));
         }
         for (i, listener) in self.listeners.iter().enumerate() {
             let at = format!("listeners[{i}]");

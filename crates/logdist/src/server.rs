@@ -23,6 +23,7 @@ use crate::delivery::access::{AccessPolicy, AnalyzerAccess, TokenSet};
 use crate::delivery::context::{DeliveryContext, SessionSettings};
 use crate::delivery::dead_letter::DeadLetterFile;
 use crate::delivery::directory::Directory;
+use crate::delivery::drain::DrainWatch;
 use crate::delivery::holding::release_held;
 use crate::delivery::listener::accept_analyzers;
 use crate::delivery::redelivery::Redelivery;
@@ -46,6 +47,7 @@ pub struct Server {
     /// Every listener's allow list and TLS, shared with the reloader.
     gates: Arc<Gates>,
     admin: AdminSettings,
+    admin_max_connections: usize,
     dead_letters: DeadLetterFile,
     max_connections: usize,
     hold_timeout: Option<Duration>,
@@ -110,12 +112,14 @@ impl Server {
         let shutdown = Shutdown::default();
         let dead_letters =
             DeadLetterFile::start(config.delivery.dead_letter_path.clone(), stats.clone());
+        let drain = Arc::new(DrainWatch::default());
         let redelivery = Redelivery::new(
             router.clone(),
             dead_letters.handle(),
             stats.clone(),
             config.delivery.max_attempts,
             shutdown.hard_stop.clone(),
+            drain.clone(),
         );
         let priorities =
             PriorityTable::new(config.priorities.levels.clone(), config.priorities.default);
@@ -150,11 +154,13 @@ impl Server {
             stats,
             directory,
             redelivery,
+            drain,
             shutdown,
             settings: SessionSettings {
                 queue_capacity: config.analyzers.queue_capacity,
                 window: config.analyzers.window,
                 ack_timeout: config.analyzers.ack_timeout,
+                user_timeout: config.analyzers.user_timeout,
                 probe_interval: config.analyzers.probe_interval,
                 reconnect_min: config.analyzers.reconnect_min,
                 reconnect_max: config.analyzers.reconnect_max,
@@ -187,7 +193,9 @@ impl Server {
                 body_limit: config.admin.max_body_bytes,
                 auth: admin_auth,
                 loopback_only: admin_loopback,
+                header_read_timeout: config.admin.header_read_timeout,
             },
+            admin_max_connections: config.admin.max_connections,
             dead_letters,
             max_connections: config.limits.max_connections,
             hold_timeout: config.delivery.hold_timeout,
@@ -264,7 +272,12 @@ impl Server {
         if let Some(listener) = self.admin_listener {
             let gate = self.gates.admin.clone();
             let tls = gate.is_tls();
-            match GatedListener::new(listener, gate) {
+            match GatedListener::new(
+                listener,
+                gate,
+                self.admin_max_connections,
+                "admin.max_connections",
+            ) {
                 Ok(listener) => {
                     // Tracked with the emitters: an HTTP ingest request is an emitter too.
                     let ingest = http::routes(ingest.clone(), emitters.clone());

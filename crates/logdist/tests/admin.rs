@@ -728,3 +728,103 @@ async fn http_ingest_survives_a_client_that_gives_up() {
     assert_eq!(report.stats.accepted, 10);
     assert_eq!(report.stats.dead_lettered, 0);
 }
+
+/// The admin listener takes at most `admin.max_connections` connections at
+/// once: the next one is refused (counted) and closed unread; once one
+/// closes, requests are served again.
+#[tokio::test]
+async fn admin_connections_beyond_the_limit_are_refused_and_counted() {
+    use logdist::refusal::{Listener, RefusalReason};
+    use tokio::io::AsyncReadExt;
+    const LIMIT: usize = 4;
+    let server = TestServer::start_with(|c| c.admin.max_connections = LIMIT).await;
+    let address = server.admin_address.unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..LIMIT {
+        idle.push(connect(address).await);
+    }
+    // The acceptor takes them in order; the one past the limit is closed.
+    let mut extra = connect(address).await;
+    let mut buf = [0u8; 16];
+    let read = within("the extra connection to be closed", extra.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the connection past the limit was served: {read:?}"
+    );
+    assert_eq!(
+        server
+            .stats()
+            .refused(Listener::Admin, RefusalReason::MaxConnections),
+        1
+    );
+    // The idle ones are still there, and one leaving makes room.
+    drop(idle.pop());
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let attempt = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap()
+            .get(format!("{}/api/v1/health", server.admin))
+            .send()
+            .await;
+        if let Ok(response) = attempt {
+            // 503: healthy needs an analyzer; what matters is the answer.
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no room after a connection closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(idle);
+    server.shutdown().await;
+}
+
+/// A client that sends its request headers a byte at a time, slower than
+/// `admin.header_read_timeout` allows in all, is disconnected before it
+/// finishes them, and gets no response.
+#[tokio::test]
+async fn a_slowloris_admin_client_is_disconnected() {
+    use tokio::io::AsyncReadExt;
+    let timeout = Duration::from_millis(500);
+    let server = TestServer::start_with(|c| c.admin.header_read_timeout = timeout).await;
+    let stream = connect(server.admin_address.unwrap()).await;
+    let (mut reader, mut writer) = stream.into_split();
+    let request = b"GET /api/v1/health HTTP/1.1\r\nHost: logdist\r\nUser-Agent: slow\r\n\r\n";
+    let started = tokio::time::Instant::now();
+    // One byte every 100 ms: the whole header would take 6.4 s.
+    let slow_writer = tokio::spawn(async move {
+        for byte in request {
+            if writer.write_all(&[*byte]).await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    });
+    let mut response = Vec::new();
+    let read = within(
+        "the slow client to be disconnected",
+        reader.read_to_end(&mut response),
+    )
+    .await;
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "closed after {closed_after:?}; response: {:?}",
+        String::from_utf8_lossy(&response)
+    );
+    assert!(
+        !String::from_utf8_lossy(&response).contains("200 OK"),
+        "the slow client was served: {read:?} {:?}",
+        String::from_utf8_lossy(&response)
+    );
+    slow_writer.abort();
+    // A normal client is still served.
+    let (status, _) = get(&server, "/api/v1/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    server.shutdown().await;
+}

@@ -342,3 +342,66 @@ async fn a_duplicate_id_is_refused_with_its_reason() {
     server.wait_analyzers(1).await;
     server.shutdown().await;
 }
+
+/// An analyzer that fails holding unacknowledged messages just after
+/// shutdown began draining, while another one is still connected: its
+/// messages are rerouted to that one and delivered, none dead-lettered as
+/// `shutdown`. (The connected one, idle when draining began, must not leave
+/// while messages held elsewhere or being rerouted could still come its way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analyzer_failing_as_shutdown_starts_hands_its_messages_to_a_connected_one() {
+    const TOTAL: u64 = 400;
+    let server = TestServer::start_with(|c| {
+        c.delivery.shutdown_grace = std::time::Duration::from_secs(5);
+    })
+    .await;
+    let mut failing = SeedAnalyzer::connect(&server, 1.0).await;
+    let mut staying = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(2).await;
+    support::emit(server.emitters, "m", 0..TOTAL as usize, 3).await;
+    server.wait_for("all routed", |s| s.routed == TOTAL).await;
+
+    // The staying one acks everything it gets, until the distributor closes.
+    let staying = tokio::spawn(async move {
+        let mut got = HashSet::new();
+        while let Some(m) = staying.next().await {
+            assert!(got.insert(m.payload().to_vec()), "duplicate");
+            staying.ack().await;
+        }
+        got
+    });
+    // The failing one reads its share and acks nothing.
+    let mut held = 0u64;
+    within("the failing analyzer to get its share", async {
+        while server.stats().delivered + held < TOTAL {
+            let read =
+                tokio::time::timeout(std::time::Duration::from_millis(50), failing.next()).await;
+            if let Ok(Some(_)) = read {
+                held += 1;
+            }
+        }
+    })
+    .await;
+    assert!(held > 0, "the failing analyzer holds messages");
+
+    // Shutdown starts; the staying analyzer has nothing left to do. Then the
+    // failing one dies holding its messages.
+    let shutting_down = tokio::spawn(server.shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    failing.kill();
+
+    let report = within("shutdown", shutting_down).await.unwrap();
+    let got = within("the staying analyzer", staying).await.unwrap();
+    assert!(
+        report.dead_letters.is_empty(),
+        "{} dead-lettered, the first: {:?}",
+        report.dead_letters.len(),
+        report.dead_letters.first()
+    );
+    assert_eq!(report.stats.delivered, TOTAL, "{:?}", report.stats);
+    assert_eq!(
+        got.len() as u64,
+        TOTAL,
+        "{held} held by the failing analyzer"
+    );
+}

@@ -175,6 +175,39 @@ async fn quiet_tail_of_a_seed_analyzer_is_not_a_stall() {
     assert_eq!(report.stats.redelivered, 0);
 }
 
+/// The stall clock starts when the messages beyond the analyzer's usual ack
+/// stride went out, not when the session last looked: a slow analyzer that
+/// acks within `ack_timeout` of getting them is not declared stalled, even
+/// right after a quiet tail was let be.
+#[tokio::test]
+async fn a_slow_ack_within_the_timeout_after_a_quiet_tail_is_not_a_stall() {
+    let timeout = Duration::from_secs(2);
+    let server = TestServer::start_with(|c| c.analyzers.ack_timeout = timeout).await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+    // Ten acked at once: its stride is 10. Then a tail of 5, left unacked.
+    emit(server.emitters, "m", 0..10, 3).await;
+    analyzer.take_and_ack(10).await;
+    emit(server.emitters, "m", 10..15, 3).await;
+    for _ in 0..5 {
+        analyzer.next().await.unwrap();
+    }
+    // The session looks at the tail once (after ack_timeout) and lets it be.
+    tokio::time::sleep(timeout + timeout / 2).await;
+    // Ten more go out; the analyzer acks them (and the tail) 70 % of
+    // ack_timeout later: slow, but in time.
+    emit(server.emitters, "m", 15..25, 3).await;
+    for _ in 0..10 {
+        analyzer.next().await.unwrap();
+    }
+    tokio::time::sleep(timeout.mul_f64(0.7)).await;
+    analyzer.ack().await;
+    server.wait_for("25 delivered", |s| s.delivered == 25).await;
+    server.wait_analyzers(1).await;
+    let report = server.shutdown().await;
+    assert_eq!(report.stats.redelivered, 0, "declared stalled too early");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_message_is_dead_lettered_after_max_attempts() {
     let server = TestServer::start_with(|c| c.delivery.max_attempts = 3).await;

@@ -109,6 +109,9 @@ pub async fn attach<D>(
         "analyzer connected"
     );
 
+    // Cancelled when the session is over: the reader applies a weight
+    // update it still holds back (coalescing) and stops.
+    let control_done = CancellationToken::new();
     let control = if intro.seed_control {
         let reader = reader.map_decoder(|_| SeedControlDecoder);
         tokio::spawn(read_control(
@@ -118,6 +121,7 @@ pub async fn attach<D>(
             ctx.directory.clone(),
             ctx.stats.clone(),
             ctx.shutdown.hard_stop.clone(),
+            control_done.clone(),
         ))
     } else {
         let reader = reader.map_decoder(|_| JsonControlDecoder::new());
@@ -128,6 +132,7 @@ pub async fn attach<D>(
             ctx.directory.clone(),
             ctx.stats.clone(),
             ctx.shutdown.hard_stop.clone(),
+            control_done.clone(),
         ))
     };
     let probe = match (intro.link, ctx.settings.probe_interval.is_zero()) {
@@ -153,6 +158,9 @@ pub async fn attach<D>(
         }
     });
     let session = AnalyzerSession {
+        id: id.clone(),
+        directory: ctx.directory.clone(),
+        drain: ctx.drain.clone(),
         format: intro.format,
         acks: intro.acks,
         queues,
@@ -166,7 +174,8 @@ pub async fn attach<D>(
     let end = session
         .run(writer, &ctx.stats, &ctx.shutdown, holding)
         .await;
-    control.abort();
+    control_done.cancel();
+    let _ = control.await;
     retire.abort();
     if let Some(probe) = probe {
         probe.abort();
@@ -200,6 +209,9 @@ fn refusal_code(err: &ConnectError) -> ErrorCode {
 }
 
 /// Records that an analyzer left and gives what it still held another chance.
+/// The hand-back comes first: until the directory lets the analyzer go, its
+/// messages count as held by it, and from then on as being rerouted, so a
+/// draining session never sees them nowhere. Then draining sessions are told.
 fn leave(
     ctx: &DeliveryContext,
     id: &Arc<str>,
@@ -213,9 +225,10 @@ fn leave(
         handed_back,
         failure,
     };
-    ctx.directory.disconnected(id, reason, departure);
     if handed_back > 0 {
         ctx.redelivery
             .hand_back(id, unacked, queued, Arc::from(reason));
     }
+    ctx.directory.disconnected(id, reason, departure);
+    ctx.drain.notify();
 }

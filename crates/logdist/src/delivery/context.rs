@@ -9,6 +9,7 @@ use logdist_router::Router;
 
 use super::access::AnalyzerAccess;
 use super::directory::Directory;
+use super::drain::DrainWatch;
 use super::redelivery::Redelivery;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
@@ -18,6 +19,8 @@ pub struct DeliveryContext {
     pub stats: Arc<Stats>,
     pub directory: Arc<Directory>,
     pub redelivery: Redelivery,
+    /// What draining sessions wait for besides their own queues.
+    pub drain: Arc<DrainWatch>,
     pub shutdown: Shutdown,
     pub settings: SessionSettings,
     /// Who may become an analyzer (tokens, seed networks); reloadable.
@@ -32,6 +35,8 @@ pub struct SessionSettings {
     /// Messages written and not yet acknowledged, at most.
     pub window: usize,
     pub ack_timeout: Duration,
+    /// `TCP_USER_TIMEOUT` of analyzer connections (zero: the kernel's).
+    pub user_timeout: Duration,
     /// Between TCP probes of a connected static analyzer (zero: off).
     pub probe_interval: Duration,
     pub reconnect_min: Duration,

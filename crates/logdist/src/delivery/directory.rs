@@ -365,6 +365,19 @@ impl Directory {
         }
     }
 
+    /// Whether a connected analyzer other than `id` has messages queued or
+    /// unacknowledged: at shutdown they may still be handed back and need
+    /// somewhere to go.
+    pub fn holds_messages_elsewhere(&self, id: &str) -> bool {
+        self.entries.lock().iter().any(|(other, entry)| {
+            &**other != id
+                && entry
+                    .live
+                    .as_ref()
+                    .is_some_and(|(queues, state)| !queues.is_empty() || state.in_flight() > 0)
+        })
+    }
+
     /// One analyzer, if known.
     pub fn get(&self, id: &str) -> Option<AnalyzerRecord> {
         self.entries.lock().get(id).map(record)

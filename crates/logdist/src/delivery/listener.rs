@@ -42,6 +42,7 @@ pub async fn accept_analyzers(
         };
         tracing::debug!(%peer, "analyzer connection");
         let _ = stream.set_nodelay(true);
+        crate::transport::socket::analyzer(&stream, ctx.settings.user_timeout);
         let (ctx, stop) = (ctx.clone(), stop.clone());
         tasks.spawn(async move {
             if let Some(stream) = admission.establish(stream, &stop).await {

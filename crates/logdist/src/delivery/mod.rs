@@ -6,7 +6,8 @@
 //! the same way: registered in the [`directory`] (which puts it in the
 //! router's table), served by a [`session`] (strict-priority writer,
 //! in-flight window released by acks, see [`ack_state`]) and, when the
-//! connection ends, what it held goes to [`redelivery`]. Messages no
+//! connection ends, what it held goes to [`redelivery`] (at shutdown,
+//! draining sessions wait for it: [`drain`]). Messages no
 //! analyzer can take wait in the router's holding queue ([`holding`]);
 //! messages that used up their attempts go to the [`dead_letter`] file, which
 //! [`replay`] sends back in.
@@ -17,6 +18,7 @@ pub mod attach;
 pub mod context;
 pub mod dead_letter;
 pub mod directory;
+pub mod drain;
 pub mod handshake;
 pub mod holding;
 pub mod listener;

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::dead_letter::{DeadLetters, SHUTDOWN_ERROR};
+use super::drain::DrainWatch;
 use crate::stats::Stats;
 
 /// Where messages go when an analyzer connection fails with them queued or unacked.
@@ -18,6 +19,8 @@ pub struct Redelivery {
     max_attempts: u8,
     tasks: TaskTracker,
     hard_stop: CancellationToken,
+    /// Counts the messages inside redelivery, for draining sessions.
+    watch: Arc<DrainWatch>,
 }
 
 impl Redelivery {
@@ -27,6 +30,7 @@ impl Redelivery {
         stats: Arc<Stats>,
         max_attempts: u8,
         hard_stop: CancellationToken,
+        watch: Arc<DrainWatch>,
     ) -> Self {
         Redelivery {
             router,
@@ -35,6 +39,7 @@ impl Redelivery {
             max_attempts,
             tasks: TaskTracker::new(),
             hard_stop,
+            watch,
         }
     }
 
@@ -43,6 +48,11 @@ impl Redelivery {
     /// remember the analyzer); `queued` ones never reached it and do not.
     /// Messages that have had `max_attempts` go to the dead-letter file; the
     /// rest are rerouted to the analyzers still connected, most urgent first.
+    ///
+    /// Until each of them is placed or dead-lettered it is counted in the
+    /// [`DrainWatch`], from before this returns: call it before the analyzer
+    /// leaves the directory, so a draining session never sees the messages
+    /// nowhere.
     pub fn hand_back(
         &self,
         analyzer: &Arc<str>,
@@ -73,6 +83,7 @@ impl Redelivery {
         // Stable: unacked messages went out first, so they stay first per level.
         retry.sort_by_key(Envelope::priority);
         self.stats.redelivered.add(retry.len() as u64);
+        self.watch.enter(retry.len());
         let this = self.clone();
         self.tasks.spawn(async move {
             let mut cursor = Cursor::new(retry.len() as u64);
@@ -83,6 +94,7 @@ impl Redelivery {
                     Ok(placed) => this.stats.count(placed),
                     Err(env) => this.dead_letters.send(env, shutdown_error.clone()),
                 }
+                this.watch.leave(1);
             }
         });
     }

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use logdist_router::{Envelope, HoldingQueue, PriorityQueues};
 use logdist_wire::{AnalyzerFormat, Control, ControlError, OutboundBatch};
 use tokio::io::AsyncWriteExt;
@@ -31,7 +31,8 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use super::ack_state::AckState;
-use super::directory::{Directory, DirectoryError};
+use super::directory::Directory;
+use super::drain::DrainWatch;
 use crate::refusal::RefusalReason;
 use crate::shutdown::Shutdown;
 use crate::stats::{Counter, DeliveryTally, Stats};
@@ -47,10 +48,22 @@ const FINAL_ACK_WAIT: Duration = Duration::from_millis(500);
 /// Most buffers handed to one `writev` (Linux allows 1024).
 const MAX_IOVECS: usize = 512;
 
-/// Reads acks and weight updates until the analyzer goes away or misbehaves.
-/// A weight out of bounds (not finite, negative, above `analyzers.max_weight`)
-/// is a protocol error like any other: it is not applied, it is counted as an
-/// analyzer refusal (`bad_weight`), and the connection is closed.
+/// Weight changes from one connection rebuild the routing table at most this
+/// often; within the window the last value wins, applied when it ends.
+pub const WEIGHT_COALESCE: Duration = Duration::from_millis(100);
+/// One connection's weight changes are logged at info at most this often;
+/// the next line says how many changes there were in between.
+pub const WEIGHT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Control messages taken from the read buffer in one go.
+const CONTROL_BATCH: usize = 1024;
+
+/// Reads acks and weight updates until the analyzer goes away, misbehaves,
+/// or `done` is cancelled (its session is over). Weight updates are
+/// coalesced ([`WEIGHT_COALESCE`]) and their log lines rate-limited
+/// ([`WEIGHT_LOG_EVERY`]): an analyzer flooding weight words costs one
+/// rebuild per window and a log line per 10 s, not one of each per word. A
+/// change still pending when the reader stops is applied then.
 pub async fn read_control<R, D>(
     mut framed: tokio_util::codec::FramedRead<R, D>,
     id: Arc<str>,
@@ -58,56 +71,213 @@ pub async fn read_control<R, D>(
     directory: Arc<Directory>,
     stats: Arc<Stats>,
     hard_stop: CancellationToken,
+    done: CancellationToken,
 ) where
     R: tokio::io::AsyncRead + Unpin,
     D: Decoder<Item = Control, Error = ControlError>,
 {
-    let bad_weight = |reason: &str| {
-        stats.refuse_analyzer(
-            RefusalReason::BadWeight,
-            &id,
-            &format!("weight update refused: {reason}"),
-        );
-    };
-    let reason = loop {
-        let control = tokio::select! {
+    let mut weights = WeightChanges::new(id, directory);
+    let reason = 'read: loop {
+        let apply_at = weights.apply_at();
+        let log_at = weights.log_at();
+        let mut control = tokio::select! {
+            biased;
+            _ = hard_stop.cancelled() => break Some("shutdown".to_string()),
+            _ = done.cancelled() => break None,
+            _ = tokio::time::sleep_until(apply_at.unwrap_or_else(Instant::now)), if apply_at.is_some() => {
+                if let Err(reason) = weights.apply_pending() {
+                    break Some(reason);
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(log_at.unwrap_or_else(Instant::now)), if log_at.is_some() => {
+                weights.log_summary();
+                continue;
+            }
             next = framed.next() => next,
-            _ = hard_stop.cancelled() => break "shutdown".to_string(),
         };
-        let result = match control {
-            None => break "analyzer closed the connection".to_string(),
-            Some(Err(err)) => {
-                if matches!(err, ControlError::InvalidWeight(_)) {
-                    bad_weight(&err.to_string());
-                }
-                break format!("bad control message: {err}");
-            }
-            Some(Ok(Control::SeedAck(low31))) => state.ack_seed(low31),
-            Some(Ok(Control::Ack(total))) => state.ack_total(total),
-            Some(Ok(Control::Weight(weight))) => {
-                match directory.set_weight(&id, weight, "weight changed") {
-                    Ok(()) => {
-                        tracing::info!(analyzer = %id, weight, "analyzer changed its weight");
-                        Ok(())
+        // What is already buffered is taken without going back to the
+        // select (no timers or tokens per word), a bounded number at a time.
+        let mut taken = 0;
+        while taken < CONTROL_BATCH {
+            taken += 1;
+            let result = match control {
+                None => break 'read Some("analyzer closed the connection".to_string()),
+                Some(Err(err)) => {
+                    if matches!(err, ControlError::InvalidWeight(_)) {
+                        weights.refuse(&stats, &err.to_string());
                     }
-                    Err(err) => {
-                        if matches!(err, DirectoryError::WeightOutOfRange { .. }) {
-                            bad_weight(&err.to_string());
-                        }
-                        Err(format!("weight update refused: {err}"))
-                    }
+                    break 'read Some(format!("bad control message: {err}"));
                 }
+                Some(Ok(Control::SeedAck(low31))) => state.ack_seed(low31),
+                Some(Ok(Control::Ack(total))) => state.ack_total(total),
+                Some(Ok(Control::Weight(weight))) => match weights.check(weight) {
+                    Ok(()) => weights.offer(weight),
+                    Err(reason) => {
+                        weights.refuse(&stats, &reason);
+                        Err(reason)
+                    }
+                },
+            };
+            if let Err(reason) = result {
+                break 'read Some(reason);
             }
-        };
-        if let Err(reason) = result {
-            break reason;
+            match framed.next().now_or_never() {
+                Some(next) => control = next,
+                None => break,
+            }
+        }
+        if taken == CONTROL_BATCH {
+            // A flood of control messages must not hold this worker thread.
+            tokio::task::yield_now().await;
         }
     };
-    state.close(reason);
+    // The last word of an analyzer that stops (or is stopped) still counts:
+    // the directory remembers a static analyzer's weight for its next connection.
+    let flushed = weights.apply_pending();
+    weights.log_unlogged();
+    if let Some(reason) = reason {
+        state.close(reason);
+    } else if let Err(reason) = flushed {
+        state.close(reason);
+    }
+}
+
+/// One connection's weight updates: applied at most once per
+/// [`WEIGHT_COALESCE`], logged at info at most once per [`WEIGHT_LOG_EVERY`].
+struct WeightChanges {
+    id: Arc<str>,
+    directory: Arc<Directory>,
+    /// The latest update not applied yet (the window is still open).
+    pending: Option<f64>,
+    /// When an update last rebuilt the routing table.
+    applied_at: Option<Instant>,
+    /// Updates received since the last info line, and the weight in force.
+    unlogged: u64,
+    weight: f64,
+    /// Until when updates are not logged at info.
+    quiet_until: Option<Instant>,
+}
+
+impl WeightChanges {
+    fn new(id: Arc<str>, directory: Arc<Directory>) -> Self {
+        WeightChanges {
+            id,
+            directory,
+            pending: None,
+            applied_at: None,
+            unlogged: 0,
+            weight: 0.0,
+            quiet_until: None,
+        }
+    }
+
+    /// An update from the analyzer: applied now if the last one was applied
+    /// at least [`WEIGHT_COALESCE`] ago, else kept (replacing any kept one).
+    fn offer(&mut self, weight: f64) -> Result<(), String> {
+        self.unlogged += 1;
+        let now = Instant::now();
+        match self.applied_at {
+            Some(at) if now < at + WEIGHT_COALESCE => {
+                self.pending = Some(weight);
+                Ok(())
+            }
+            _ => self.apply(weight, now),
+        }
+    }
+
+    /// Refuses a weight out of bounds (not finite, negative, above
+    /// `analyzers.max_weight`) as soon as it arrives, before coalescing: a
+    /// protocol error like any other, which closes the connection.
+    fn check(&self, weight: f64) -> Result<(), String> {
+        let max = self.directory.max_weight();
+        if weight.is_finite() && (0.0..=max).contains(&weight) {
+            Ok(())
+        } else {
+            Err(format!(
+                "weight update refused: {weight} is not a finite number in 0..={max} (analyzers.max_weight)"
+            ))
+        }
+    }
+
+    /// Counts a refused weight update as an analyzer refusal (`bad_weight`).
+    fn refuse(&self, stats: &Stats, reason: &str) {
+        stats.refuse_analyzer(RefusalReason::BadWeight, &self.id, reason);
+    }
+
+    /// When the kept update is due.
+    fn apply_at(&self) -> Option<Instant> {
+        self.pending?;
+        self.applied_at.map(|at| at + WEIGHT_COALESCE)
+    }
+
+    /// When updates that were not logged are summed up in one line.
+    fn log_at(&self) -> Option<Instant> {
+        if self.unlogged == 0 || self.pending.is_some() {
+            return None;
+        }
+        self.quiet_until
+    }
+
+    fn apply_pending(&mut self) -> Result<(), String> {
+        match self.pending.take() {
+            Some(weight) => self.apply(weight, Instant::now()),
+            None => Ok(()),
+        }
+    }
+
+    fn apply(&mut self, weight: f64, now: Instant) -> Result<(), String> {
+        self.pending = None;
+        self.applied_at = Some(now);
+        self.directory
+            .set_weight(&self.id, weight, "weight changed")
+            .map_err(|err| format!("weight update refused: {err}"))?;
+        self.weight = weight;
+        if self.quiet_until.is_none_or(|until| now >= until) {
+            self.log(now);
+        } else {
+            tracing::debug!(analyzer = %self.id, weight, "analyzer changed its weight");
+        }
+        Ok(())
+    }
+
+    /// Logs the updates not logged yet, if the quiet period is over.
+    fn log_summary(&mut self) {
+        let now = Instant::now();
+        if self.unlogged > 0 && self.quiet_until.is_none_or(|until| now >= until) {
+            self.log(now);
+        }
+    }
+
+    /// Logs the updates not logged yet, quiet period or not (the reader stops).
+    fn log_unlogged(&mut self) {
+        if self.unlogged > 0 {
+            self.log(Instant::now());
+        }
+    }
+
+    fn log(&mut self, now: Instant) {
+        let (weight, updates) = (self.weight, self.unlogged);
+        if updates <= 1 {
+            tracing::info!(analyzer = %self.id, weight, "analyzer changed its weight");
+        } else {
+            tracing::info!(
+                analyzer = %self.id, weight, updates,
+                "analyzer changed its weight {updates} times since the last such line \
+                 (applied at most every {WEIGHT_COALESCE:?}, logged at most every {WEIGHT_LOG_EVERY:?})"
+            );
+        }
+        self.unlogged = 0;
+        self.quiet_until = Some(now + WEIGHT_LOG_EVERY);
+    }
 }
 
 /// The writer side of one analyzer connection.
 pub struct AnalyzerSession {
+    pub id: Arc<str>,
+    /// Where the other sessions are, for the drain at shutdown.
+    pub directory: Arc<Directory>,
+    pub drain: Arc<DrainWatch>,
     pub format: AnalyzerFormat,
     pub acks: bool,
     pub queues: Arc<PriorityQueues>,
@@ -145,16 +315,15 @@ impl AnalyzerSession {
         holding: Option<&HoldingQueue>,
     ) -> SessionEnd {
         let mut window = InFlight::default();
-        // When the analyzer last showed progress on what it holds: an ack, or
-        // the window filling from empty.
-        let mut last_progress = Instant::now();
+        // When an ack last released messages (or the session started).
+        let mut last_ack = Instant::now();
         let mut batch = OutboundBatch::new();
         let mut pending: Vec<Envelope> = Vec::new();
 
         let (reason, failure) = loop {
             let acked = self.state.acked.load(Ordering::Acquire);
             if window.release_to(acked, stats, &self.delivered) > 0 {
-                last_progress = Instant::now();
+                last_ack = Instant::now();
             }
             if let Some(reason) = self.state.closed_reason() {
                 break (reason, true);
@@ -179,38 +348,45 @@ impl AnalyzerSession {
                 if self.retiring.is_cancelled() && idle {
                     break ("removed from the config: drained".to_string(), false);
                 }
-                if shutdown.drain.is_cancelled() && idle && holding.is_none_or(|h| h.is_empty()) {
+                // Created before the checks it is about, so no change is missed.
+                let drain_changed = self.drain.changed();
+                let draining = shutdown.drain.is_cancelled() && idle;
+                if draining && self.drained(holding) {
                     break ("shutdown: drained".to_string(), false);
                 }
-                let stall_check = last_progress + self.ack_timeout;
+                let stall_at = self.stall_at(&window, last_ack);
                 tokio::select! {
                     _ = self.queues.notified(), if room > 0 => {}
                     _ = self.state.changed.notified() => {}
                     _ = shutdown.drain.cancelled(), if !shutdown.drain.is_cancelled() => {}
                     _ = self.retiring.cancelled(), if !self.retiring.is_cancelled() => {}
                     _ = shutdown.hard_stop.cancelled() => {}
-                    _ = tokio::time::sleep_until(stall_check), if !window.is_empty() => {
-                        if let Some(reason) = self.stalled(window.len(), window.released) {
-                            break (reason, true);
-                        }
-                        // A quiet tail: look again after another ack_timeout.
-                        last_progress = Instant::now();
+                    _ = drain_changed, if draining => {}
+                    _ = tokio::time::sleep_until(stall_at.unwrap_or_else(Instant::now)), if stall_at.is_some() => {
+                        break (self.stall_reason(window.len(), window.released), true);
                     }
                 }
                 continue;
             }
 
-            if window.is_empty() {
-                last_progress = Instant::now();
-            }
+            let stall_at = self.stall_at(&window, last_ack);
             let written_count = pending.len() as u64;
             self.state.sent.fetch_add(written_count, Ordering::AcqRel);
-            let written = self.write_watched(&mut writer, &batch, shutdown).await;
+            let write_started = Instant::now();
+            let written = self
+                .write_watched(&mut writer, &batch, shutdown, stall_at)
+                .await;
             batch.clear();
-            window.messages.extend(pending.drain(..));
+            window.push_batch(pending.drain(..), write_started);
             if let Err(err) = written {
                 let failure = !shutdown.hard_stop.is_cancelled();
-                break (format!("write failed: {err}"), failure);
+                // A write cut short because the session is closing: the
+                // reason it is closing (a timed-out connection, ...) says more.
+                let reason = self
+                    .state
+                    .closed_reason()
+                    .unwrap_or_else(|| format!("write failed: {err}"));
+                break (reason, failure);
             }
             if !self.acks {
                 // Without acks, what is written counts as acknowledged.
@@ -238,36 +414,65 @@ impl AnalyzerSession {
         }
     }
 
-    /// Whether `unacked` messages without an ack for `ack_timeout` mean a
-    /// stall rather than a quiet tail (see the module docs).
-    fn stalled(&self, unacked: usize, acked: u64) -> Option<String> {
+    /// At shutdown, with nothing queued or unacknowledged here: whether
+    /// nothing can come this way any more. Held messages, messages being
+    /// rerouted, and messages other analyzers hold (their connection may yet
+    /// fail and hand them back) could.
+    fn drained(&self, holding: Option<&HoldingQueue>) -> bool {
+        holding.is_none_or(|h| h.is_empty())
+            && self.drain.rerouting() == 0
+            && !self.directory.holds_messages_elsewhere(&self.id)
+    }
+
+    /// When the messages in `window` amount to a stall if no ack comes
+    /// first (see the module docs): `ack_timeout` after the later of the last
+    /// ack and the sending of the first message beyond the analyzer's usual
+    /// ack stride (any message, if it never acked). `None` while the window
+    /// is empty or holds no more than a quiet tail. Measured from when that
+    /// message went out, not from when the session last looked, so a stall
+    /// is declared `ack_timeout` after it began, not up to twice that.
+    fn stall_at(&self, window: &InFlight, last_ack: Instant) -> Option<Instant> {
+        let stride = self.state.max_stride.load(Ordering::Relaxed);
+        let tolerated = if window.released == 0 { 0 } else { stride };
+        let sent = window.sent_after(tolerated)?;
+        Some(sent.max(last_ack) + self.ack_timeout)
+    }
+
+    /// Why a session with `unacked` messages (`acked` acknowledged so far)
+    /// is declared stalled.
+    fn stall_reason(&self, unacked: usize, acked: u64) -> String {
         let stride = self.state.max_stride.load(Ordering::Relaxed);
         let timeout = self.ack_timeout;
         if acked == 0 {
-            Some(format!(
+            format!(
                 "ack timeout: {unacked} messages unacknowledged for {timeout:?}, none ever acknowledged"
-            ))
-        } else if unacked as u64 > stride {
-            Some(format!(
-                "ack timeout: {unacked} messages unacknowledged for {timeout:?} (acks came every {stride} at most)"
-            ))
+            )
         } else {
-            None
+            format!(
+                "ack timeout: {unacked} messages unacknowledged for {timeout:?} (acks came every {stride} at most)"
+            )
         }
     }
 
     /// Writes the batch; gives up when the session is closing, at the end of
     /// the grace period, or when the analyzer has neither read enough to let
-    /// the write finish nor acked anything for `ack_timeout`.
+    /// the write finish nor acked anything for `ack_timeout`, or by
+    /// `stall_at` (what it held before this batch is a stall by then) if no
+    /// ack came in the meantime.
     async fn write_watched(
         &self,
         writer: &mut WriteHalf,
         batch: &OutboundBatch,
         shutdown: &Shutdown,
+        stall_at: Option<Instant>,
     ) -> io::Result<()> {
         let write = write_chunks(writer, batch.chunks());
         tokio::pin!(write);
         let mut acked = self.state.acked.load(Ordering::Acquire);
+        let mut deadline = Instant::now() + self.ack_timeout;
+        if let Some(stall_at) = stall_at {
+            deadline = deadline.min(stall_at);
+        }
         loop {
             tokio::select! {
                 written = &mut write => return written,
@@ -277,7 +482,7 @@ impl AnalyzerSession {
                 _ = shutdown.hard_stop.cancelled() => {
                     return Err(io::Error::other("shutdown: grace period over"));
                 }
-                _ = tokio::time::sleep(self.ack_timeout) => {
+                _ = tokio::time::sleep_until(deadline) => {
                     let now = self.state.acked.load(Ordering::Acquire);
                     if now == acked {
                         return Err(io::Error::new(
@@ -286,6 +491,7 @@ impl AnalyzerSession {
                         ));
                     }
                     acked = now;
+                    deadline = Instant::now() + self.ack_timeout;
                 }
             }
         }
@@ -296,6 +502,9 @@ impl AnalyzerSession {
 #[derive(Default)]
 struct InFlight {
     messages: VecDeque<Envelope>,
+    /// Per batch not wholly acknowledged: the count of messages sent on the
+    /// connection once it was written, and when its write began.
+    batches: VecDeque<(u64, Instant)>,
     /// Messages acknowledged (delivered) so far: `messages` holds the ones
     /// sent after them.
     released: u64,
@@ -318,8 +527,33 @@ impl InFlight {
         }
         self.latency.flush(stats);
         self.released = acked;
+        while self.batches.front().is_some_and(|(end, _)| *end <= acked) {
+            self.batches.pop_front();
+        }
         analyzer.add(newly);
         newly
+    }
+
+    /// Adds a batch whose write began at `at`.
+    fn push_batch(&mut self, batch: impl Iterator<Item = Envelope>, at: Instant) {
+        self.messages.extend(batch);
+        let end = self.released + self.messages.len() as u64;
+        if self.batches.back().is_none_or(|(last, _)| *last < end) {
+            self.batches.push_back((end, at));
+        }
+    }
+
+    /// When the unacknowledged message after the oldest `skip` ones was sent;
+    /// `None` if there are no more than `skip`.
+    fn sent_after(&self, skip: u64) -> Option<Instant> {
+        if self.messages.len() as u64 <= skip {
+            return None;
+        }
+        let index = self.released + skip;
+        self.batches
+            .iter()
+            .find(|(end, _)| *end > index)
+            .map(|(_, at)| *at)
     }
 
     fn len(&self) -> usize {

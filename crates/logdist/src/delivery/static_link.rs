@@ -53,7 +53,7 @@ async fn keep_connected(
             return;
         }
         let connected = tokio::select! {
-            connected = tokio::time::timeout(CONNECT_TIMEOUT, dialer.connect(&config.address)) => connected,
+            connected = tokio::time::timeout(CONNECT_TIMEOUT, dialer.connect(&config.address, ctx.settings.user_timeout)) => connected,
             _ = stop.cancelled() => return,
             _ = removed.cancelled() => return,
         };

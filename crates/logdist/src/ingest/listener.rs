@@ -41,6 +41,7 @@ pub async fn accept_emitters(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        crate::transport::socket::keepalive(&stream);
         let ctx = ctx.clone();
         tasks.spawn(async move {
             let Some(stream) = admission

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::net::TcpStream;
@@ -51,12 +52,15 @@ impl Dialer {
         self.tls.store(tls.map(Arc::new));
     }
 
-    /// Connects to `address`, with `TCP_NODELAY`, and completes the TLS
-    /// handshake if TLS is on. A failed handshake (wrong name, unknown CA,
-    /// refused client certificate) is an error like a refused connection.
-    pub async fn connect(&self, address: &str) -> io::Result<Stream> {
+    /// Connects to `address`, with `TCP_NODELAY`, keepalive and
+    /// `TCP_USER_TIMEOUT` (`user_timeout`, zero: the kernel's), and completes
+    /// the TLS handshake if TLS is on. A failed handshake (wrong name,
+    /// unknown CA, refused client certificate) is an error like a refused
+    /// connection.
+    pub async fn connect(&self, address: &str, user_timeout: Duration) -> io::Result<Stream> {
         let tcp = TcpStream::connect(address).await?;
         let _ = tcp.set_nodelay(true);
+        super::socket::analyzer(&tcp, user_timeout);
         let Some(tls) = self.tls.load_full() else {
             return Ok(Stream::Plain(tcp));
         };

@@ -17,6 +17,7 @@ pub mod allow;
 pub mod dial;
 pub mod gate;
 pub mod http;
+pub mod socket;
 pub mod stream;
 pub mod tls;
 

@@ -18,8 +18,9 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{ClientTlsConfig, ConfigError, ServerTlsConfig};
 
-/// The ALPN protocols the admin API offers over TLS.
-pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// The ALPN protocols the admin API offers over TLS: HTTP/1.1 only, the one
+/// its server speaks (so a client never picks an HTTP/2 it would not get).
+pub const HTTP_ALPN: &[&[u8]] = &[b"http/1.1"];
 
 fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: LazyLock<Arc<CryptoProvider>> =

@@ -22,7 +22,8 @@ use axum::http::header;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::serve::Listener as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +54,9 @@ pub struct AdminSettings {
     pub auth: Arc<AdminAuth>,
     /// The admin API listens on a loopback address: requests must name a loopback host.
     pub loopback_only: bool,
+    /// How long a client may take to send a request's headers
+    /// (`admin.header_read_timeout`); a slower one is disconnected.
+    pub header_read_timeout: Duration,
 }
 
 /// Serves the admin API on `listener` (plain HTTP or HTTPS, as its gate
@@ -66,15 +70,43 @@ pub async fn serve(
     ingest: Router,
     stop_accepting: CancellationToken,
 ) {
-    let address = listener.local_addr().ok();
+    let mut listener = listener;
+    let address = listener.local_addr();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
     let app = router(observed, settings, ingest);
-    tracing::info!(?address, tls, "admin API listening");
-    if let Err(err) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop_accepting.cancelled_owned())
-        .await
-    {
-        tracing::error!(%err, "admin API failed");
+    tracing::info!(%address, tls, "admin API listening");
+    // Every connection's task, so shutdown waits for requests in progress
+    // (HTTP ingest ones included) while idle connections close at once.
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, peer, permit) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop_accepting.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let stop = stop_accepting.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = served {
+                // A client too slow with its headers ends here too.
+                tracing::debug!(%peer, %err, "admin connection ended with an error");
+            }
+            drop(permit);
+        });
     }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
 }
 
 fn router(observed: Observed, settings: AdminSettings, ingest: Router) -> Router {
