@@ -325,11 +325,15 @@ impl Server {
         match tokio::time::timeout_at(tasks_by + DEAD_LETTER_WAIT, closing).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => tracing::error!("dead-letter writer did not close cleanly"),
-            Err(_) => tracing::error!(
-                waited = ?(tokio::time::Instant::now() - signalled),
-                "the dead-letter file was not synced in time: dead letters still being written \
-                 may be lost"
-            ),
+            Err(_) => {
+                let lost = ingest.dead_letters.give_up_pending();
+                tracing::error!(
+                    waited = ?(tokio::time::Instant::now() - signalled),
+                    lost,
+                    "the dead-letter file was not written and synced in time (a slow disk?): \
+                     dead letters not yet written are counted as dead_letter_failures"
+                );
+            }
         }
         ShutdownReport {
             stats: delivery.stats.snapshot(),
