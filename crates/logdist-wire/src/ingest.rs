@@ -22,7 +22,7 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::Decoder;
 
-use crate::gzip::{GZIP_LENGTH_LEN, GZIP_MAGIC, GZIP_MIN_LEN, decompress};
+use crate::gzip::{GZIP_LENGTH_LEN, GZIP_MAGIC, GZIP_MIN_LEN, GzipFrame};
 use crate::line::{LineFramer, LineOutcome};
 use crate::message::{FRAME_HEADER_LEN, Message};
 use crate::ndjson::{PriorityTable, ndjson_priority};
@@ -60,6 +60,10 @@ impl Default for IngestLimits {
 pub enum Decoded {
     Message(Message),
     Rejected(Rejection),
+    /// A complete gzip frame to inflate, only from a decoder that
+    /// [defers gzip](IngestDecoder::defer_gzip): inflate it, then give the
+    /// outcome to [`IngestDecoder::inflated`] before decoding on.
+    Gzip(GzipFrame),
 }
 
 /// Why an emitter connection must be closed.
@@ -88,12 +92,20 @@ pub enum IngestError {
 ///
 /// Messages are slices of the read buffer (or of a decompressed gzip buffer):
 /// the happy path neither copies nor allocates per message.
+///
+/// # Inflating elsewhere
+/// By default a complete gzip frame is inflated inside `decode`, which may
+/// take a while (up to `max_decompressed_bytes` of output). A decoder made
+/// with [`defer_gzip`](Self::defer_gzip) yields the frame as
+/// [`Decoded::Gzip`] instead; the caller inflates it where it likes and hands
+/// the outcome back with [`inflated`](Self::inflated).
 #[derive(Debug)]
 pub struct IngestDecoder {
     limits: IngestLimits,
     table: Arc<PriorityTable>,
     lines: LineFramer,
     gzip_lines: Option<GzipLines>,
+    defer_gzip: bool,
 }
 
 /// The not yet decoded lines of a decompressed gzip frame.
@@ -124,7 +136,39 @@ impl IngestDecoder {
             table,
             lines: LineFramer::new(limits.max_line_bytes),
             gzip_lines: None,
+            defer_gzip: false,
         }
+    }
+
+    /// Yield complete gzip frames as [`Decoded::Gzip`] instead of inflating
+    /// them inside `decode` (see "Inflating elsewhere").
+    pub fn defer_gzip(mut self) -> Self {
+        self.defer_gzip = true;
+        self
+    }
+
+    /// Takes the outcome of inflating the [`Decoded::Gzip`] frame just
+    /// decoded: its lines come next from `decode`, or its rejection is
+    /// returned here.
+    pub fn inflated(&mut self, inflated: Result<BytesMut, Rejection>) -> Option<Decoded> {
+        match inflated {
+            Ok(rest) => {
+                debug_assert!(self.gzip_lines.is_none(), "a frame's lines come first");
+                self.gzip_lines = Some(GzipLines {
+                    lines: LineFramer::new(self.limits.max_line_bytes),
+                    rest,
+                });
+                None
+            }
+            Err(rejection) => Some(Decoded::Rejected(rejection)),
+        }
+    }
+
+    /// Whether a message has begun and not ended: `buf` holds part of one,
+    /// or the rest of an over-long line is still being skipped. Meaningful
+    /// after `decode` returned `None`.
+    pub fn in_message(&self, buf: &BytesMut) -> bool {
+        !buf.is_empty() || self.lines.is_discarding()
     }
 
     /// Decides the format of the message at the front of `buf` (not empty);
@@ -208,19 +252,14 @@ impl Decoder for IngestDecoder {
                         buf.reserve(frame_len - buf.len());
                         return Ok(None);
                     }
-                    let decompressed = decompress(
-                        &buf[GZIP_LENGTH_LEN..frame_len],
-                        self.limits.max_decompressed_bytes,
-                    );
-                    buf.advance(frame_len);
-                    match decompressed {
-                        Ok(rest) => {
-                            self.gzip_lines = Some(GzipLines {
-                                lines: LineFramer::new(self.limits.max_line_bytes),
-                                rest,
-                            });
-                        }
-                        Err(rejection) => return Ok(Some(Decoded::Rejected(rejection))),
+                    let mut data = buf.split_to(frame_len).freeze();
+                    data.advance(GZIP_LENGTH_LEN);
+                    let frame = GzipFrame::new(data, self.limits.max_decompressed_bytes);
+                    if self.defer_gzip {
+                        return Ok(Some(Decoded::Gzip(frame)));
+                    }
+                    if let Some(rejected) = self.inflated(frame.inflate()) {
+                        return Ok(Some(rejected));
                     }
                 }
             }
@@ -315,14 +354,14 @@ mod tests {
     fn message(decoded: &Decoded) -> &Message {
         match decoded {
             Decoded::Message(message) => message,
-            Decoded::Rejected(rejection) => panic!("unexpected rejection: {rejection}"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 
     fn reason(decoded: &Decoded) -> RejectReason {
         match decoded {
             Decoded::Rejected(rejection) => rejection.reason,
-            Decoded::Message(message) => panic!("unexpected message: {message:?}"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 
@@ -591,6 +630,29 @@ mod tests {
     }
 
     #[test]
+    fn in_message_covers_partial_messages_and_skipped_lines() {
+        let mut decoder = small_decoder(1024, 8, 1024);
+        let mut buf = BytesMut::from(&b"{\"a\":1}\n"[..]);
+        assert!(decoder.decode(&mut buf).unwrap().is_some());
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+        assert!(!decoder.in_message(&buf), "at a boundary");
+        buf.put_slice(b"{\"b");
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+        assert!(decoder.in_message(&buf), "half a line");
+        buf.put_slice(b"xxxxxxxxxxxx");
+        assert!(decoder.decode(&mut buf).unwrap().is_some(), "too long");
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+        assert!(buf.is_empty());
+        assert!(
+            decoder.in_message(&buf),
+            "the rest of a long line is skipped"
+        );
+        buf.put_slice(b"x\n");
+        assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+        assert!(!decoder.in_message(&buf));
+    }
+
+    #[test]
     fn eof_completes_an_unterminated_line() {
         let mut decoder = decoder();
         let mut buf = BytesMut::from(&b"{\"a\":1}\n{\"level\":\"fatal\"}\r"[..]);
@@ -640,6 +702,62 @@ mod tests {
             decoded.iter().map(reason).collect::<Vec<_>>(),
             [RejectReason::LineTooLong]
         );
+    }
+
+    /// Like `decode_all`, from a decoder that defers gzip: each frame is
+    /// inflated here, in steps of `step` bytes, and handed back.
+    fn decode_all_deferred(decoder: IngestDecoder, input: &[u8], step: usize) -> Vec<Decoded> {
+        let mut decoder = decoder.defer_gzip();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let feed = |decoded: Decoded, decoder: &mut IngestDecoder, out: &mut Vec<Decoded>| {
+            let Decoded::Gzip(frame) = decoded else {
+                out.push(decoded);
+                return;
+            };
+            let mut inflater = frame.inflater();
+            let inflated = loop {
+                if let Some(outcome) = inflater.step(step) {
+                    break outcome;
+                }
+            };
+            out.extend(decoder.inflated(inflated));
+        };
+        // Fed in pieces, so frames and lines straddle reads.
+        for piece in input.chunks(97) {
+            buf.put_slice(piece);
+            while let Some(decoded) = decoder.decode(&mut buf).unwrap() {
+                feed(decoded, &mut decoder, &mut out);
+            }
+        }
+        while let Some(decoded) = decoder.decode_eof(&mut buf).unwrap() {
+            feed(decoded, &mut decoder, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn deferred_gzip_decodes_the_same_as_inline() {
+        let mut input = BytesMut::new();
+        input.put_slice(b"{\"a\":1}\n");
+        encode_gzip_frame(b"{\"level\":\"WARN\"}\n[1]\n\n{\"last\":true}", &mut input);
+        encode_frame(9, b"binary", &mut input);
+        let mut corrupt = BytesMut::new();
+        encode_gzip_frame(b"{\"a\":1}\n", &mut corrupt);
+        let crc = corrupt.len() - 8;
+        corrupt[crc] ^= 0xff;
+        input.put_slice(&corrupt);
+        encode_gzip_frame(&[b' '; 300], &mut input);
+        encode_gzip_frame(b"", &mut input);
+        input.put_slice(b"{\"b\":2}\n");
+        encode_gzip_frame(b"{\"cut\":1}\n", &mut input);
+        input.truncate(input.len() - 3);
+        let inline = decode_all(&mut small_decoder(1024, 1024, 200), &input);
+        assert_eq!(inline.len(), 9, "{inline:?}");
+        for step in [1, 7, 64 * 1024] {
+            let deferred = decode_all_deferred(small_decoder(1024, 1024, 200), &input, step);
+            assert_eq!(deferred, inline, "step {step}");
+        }
     }
 
     #[test]

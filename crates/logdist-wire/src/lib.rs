@@ -30,7 +30,7 @@ pub use analyzer::{
 };
 pub use dead_letter::{DeadLetterRecord, MessageField, PayloadError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
-pub use gzip::encode_gzip_frame;
+pub use gzip::{GzipFrame, Inflater, encode_gzip_frame};
 pub use ingest::{Decoded, IngestDecoder, IngestError, IngestLimits, MAX_FRAME_BYTES_CEILING};
 pub use line::NdjsonLineDecoder;
 pub use message::{FRAME_HEADER_LEN, Message, Origin};

@@ -38,6 +38,11 @@ impl LineFramer {
         }
     }
 
+    /// Whether the rest of a line already reported as too long is being skipped.
+    pub(crate) fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
     /// Drops the rest of a line already reported as too long. Returns `true`
     /// once the buffer starts at a line boundary again, `false` when the
     /// buffer was used up first (then it is empty and more input is needed).

@@ -26,6 +26,7 @@ impl From<Decoded> for Outcome {
         match decoded {
             Decoded::Message(message) => Outcome::Message(message),
             Decoded::Rejected(rejection) => Outcome::Rejected(rejection.reason),
+            Decoded::Gzip(_) => unreachable!("these decoders inflate gzip themselves"),
         }
     }
 }

@@ -243,6 +243,14 @@ pub struct LimitsConfig {
     pub max_line_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub max_connections: usize,
+    /// An emitter connection that sends no byte (and takes none of its
+    /// replies) for this long is closed; "0s" turns this off.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// An emitter connection with a message (line or frame) begun and not
+    /// completed for this long is closed; "0s" turns this off.
+    #[serde(with = "humantime_serde")]
+    pub frame_timeout: Duration,
 }
 
 /// How NDJSON messages without a `priority` field get one.
@@ -390,6 +398,8 @@ impl Default for LimitsConfig {
             max_line_bytes: 1 << 20,
             max_decompressed_bytes: 16 << 20,
             max_connections: 10_000,
+            idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -801,6 +811,8 @@ max_frame_bytes = 1048576
 max_line_bytes = 1048576
 max_decompressed_bytes = 16777216
 max_connections = 10000
+idle_timeout = "5m"
+frame_timeout = "30s"
 
 [admin]
 listen = "127.0.0.1:8082"
@@ -939,6 +951,18 @@ tls = { cert = "s.pem", key = "s-key.pem" }
 
         let err = Config::from_toml("[admin]\ntls = { cert = \"a\", kye = \"b\" }\n").unwrap_err();
         assert!(err.to_string().contains("kye"), "{err}");
+    }
+
+    #[test]
+    fn emitter_timeouts_parse_and_zero_turns_them_off() {
+        let config =
+            Config::from_toml("[limits]\nidle_timeout = \"0s\"\nframe_timeout = \"250ms\"\n")
+                .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.limits.idle_timeout, Duration::ZERO);
+        assert_eq!(config.limits.frame_timeout, Duration::from_millis(250));
+        let err = Config::from_toml("[limits]\nidle_timeout = 5\n").unwrap_err();
+        assert!(err.to_string().contains("idle_timeout"), "{err}");
     }
 
     #[test]

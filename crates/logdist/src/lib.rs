@@ -9,7 +9,7 @@
 //! - [`control`]: the admin HTTP API, Prometheus metrics, the CSV export and
 //!   config reload.
 //!
-//! Below them: [`config`], [`stats`], [`refusal`], [`shutdown`], [`accept`],
+//! Below them: [`config`], [`stats`], [`refusal`], [`closes`], [`shutdown`], [`accept`],
 //! [`api_error`] and [`transport`] (allow lists, TLS, the stream type every
 //! connection uses), which import none of the stages. Above them: [`server`],
 //! which wires the stages together, and [`cli`]. ARCHITECTURE.md at the
@@ -18,6 +18,7 @@
 pub mod accept;
 pub mod api_error;
 pub mod cli;
+pub mod closes;
 pub mod config;
 pub mod control;
 pub mod delivery;

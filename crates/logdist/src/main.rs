@@ -38,6 +38,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long the runtime may take to stop once the work is done.
+const RUNTIME_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Runs `job` on a multi-threaded runtime with `worker_threads` workers (0: one per core).
 fn with_runtime(worker_threads: usize, job: impl Future<Output = ExitCode>) -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -45,7 +48,13 @@ fn with_runtime(worker_threads: usize, job: impl Future<Output = ExitCode>) -> E
         builder.worker_threads(worker_threads);
     }
     match builder.enable_all().build() {
-        Ok(runtime) => runtime.block_on(job),
+        Ok(runtime) => {
+            let code = runtime.block_on(job);
+            // Dropping a runtime waits for every blocking task (a gzip frame
+            // still inflating for a connection that was cut): bound that.
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
+            code
+        }
         Err(err) => {
             eprintln!("logdist: cannot start the async runtime: {err}");
             ExitCode::FAILURE

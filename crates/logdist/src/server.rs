@@ -21,13 +21,13 @@ use crate::control::observed::Observed;
 use crate::control::reload::{ReloadHandle, Reloader};
 use crate::delivery::access::{AccessPolicy, AnalyzerAccess, TokenSet};
 use crate::delivery::context::{DeliveryContext, SessionSettings};
-use crate::delivery::dead_letter::DeadLetterFile;
+use crate::delivery::dead_letter::{DeadLetterFile, DeadLetters, SHUTDOWN_ERROR};
 use crate::delivery::directory::Directory;
 use crate::delivery::drain::DrainWatch;
 use crate::delivery::holding::release_held;
 use crate::delivery::listener::accept_analyzers;
 use crate::delivery::redelivery::Redelivery;
-use crate::ingest::context::IngestContext;
+use crate::ingest::context::{EmitterTimeouts, IngestContext};
 use crate::ingest::http;
 use crate::ingest::listener::accept_emitters;
 use crate::shutdown::Shutdown;
@@ -142,6 +142,8 @@ impl Server {
                 max_decompressed_bytes: config.limits.max_decompressed_bytes,
             },
             priorities: Arc::new(priorities),
+            timeouts: EmitterTimeouts::from_limits(&config.limits),
+            inflation_slots: IngestContext::inflation_slots(),
         });
         let observed = Observed {
             stats: stats.clone(),
@@ -304,7 +306,12 @@ impl Server {
 
         signal.await;
         let grace = delivery.settings.drain_grace;
-        let deadline = tokio::time::Instant::now() + grace;
+        let signalled = tokio::time::Instant::now();
+        let deadline = signalled + grace;
+        // Past the grace period every task has been told to stop (hard stop)
+        // and does at once; one that has not ended by then is left behind, so
+        // that shutdown ends whatever the peers do.
+        let tasks_by = deadline + HARD_STOP_WAIT;
         tracing::info!(?grace, "shutting down: no new connections, draining queues");
         let hard_stop = shutdown.hard_stop.clone();
         let grace_timer = tokio::spawn(async move {
@@ -314,33 +321,93 @@ impl Server {
 
         shutdown.stop_accepting.cancel();
         for acceptor in acceptors {
-            let _ = acceptor.await;
+            within(tasks_by, "an accept loop", acceptor).await;
         }
         emitters.close();
-        emitters.wait().await;
+        if tokio::time::timeout_at(deadline, emitters.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                connections = emitters.len(),
+                "grace period over with emitter connections still busy (waiting for room, for \
+                 their replies to be read, or decoding): what they hold is dead-lettered, what \
+                 they read and did not decode is dropped"
+            );
+        }
+        within(tasks_by, "emitter connections", emitters.wait()).await;
         shutdown.drain.cancel();
         analyzers.close();
-        analyzers.wait().await;
+        within(tasks_by, "analyzer connections", analyzers.wait()).await;
         // Every session is gone: whatever is still held or being rerouted has
         // nowhere to go but the dead-letter file.
         shutdown.hard_stop.cancel();
         grace_timer.abort();
-        let _ = holding.await;
-        delivery.redelivery.settled().await;
+        within(tasks_by, "the holding queue", holding).await;
+        within(tasks_by, "redeliveries", delivery.redelivery.settled()).await;
         if let Some(csv) = csv {
-            csv.finish().await;
+            within(tasks_by, "the CSV export", csv.finish()).await;
         }
 
+        sweep_queues(&delivery.router, &ingest.dead_letters);
+
         let dead_letters = self.dead_letters;
-        if tokio::task::spawn_blocking(move || dead_letters.close())
-            .await
-            .is_err()
-        {
-            tracing::error!("dead-letter writer did not close cleanly");
+        let closing = tokio::task::spawn_blocking(move || dead_letters.close());
+        match tokio::time::timeout_at(tasks_by + DEAD_LETTER_WAIT, closing).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => tracing::error!("dead-letter writer did not close cleanly"),
+            Err(_) => {
+                let lost = ingest.dead_letters.give_up_pending();
+                tracing::error!(
+                    waited = ?(tokio::time::Instant::now() - signalled),
+                    lost,
+                    "the dead-letter file was not written and synced in time (a slow disk?): \
+                     dead letters not yet written are counted as dead_letter_failures"
+                );
+            }
         }
         ShutdownReport {
             stats: delivery.stats.snapshot(),
         }
+    }
+}
+
+/// How long shutdown waits past the grace period for tasks to end, once
+/// they have all been told to stop (hard stop).
+const HARD_STOP_WAIT: Duration = Duration::from_millis(750);
+
+/// How long shutdown then waits for the dead-letter file to be synced.
+const DEAD_LETTER_WAIT: Duration = Duration::from_millis(500);
+
+/// Waits for `task` until `by`; logs what was left behind.
+async fn within<F: Future>(by: tokio::time::Instant, what: &str, task: F) {
+    if tokio::time::timeout_at(by, task).await.is_err() {
+        tracing::warn!("shutdown left {what} behind: still busy past the grace period");
+    }
+}
+
+/// Dead-letters whatever is still queued after shutdown's waits: nothing,
+/// unless a task was left behind (it can no longer hand its queue back).
+fn sweep_queues(router: &Router, dead_letters: &DeadLetters) {
+    let error: Arc<str> = Arc::from(SHUTDOWN_ERROR);
+    let mut swept = 0usize;
+    for analyzer in router.load().analyzers() {
+        for env in analyzer.queues.close_and_drain() {
+            dead_letters.send(env, error.clone());
+            swept += 1;
+        }
+    }
+    if let Some(holding) = router.holding() {
+        while let Some(env) = holding.pop() {
+            dead_letters.send(env, error.clone());
+            swept += 1;
+        }
+    }
+    if swept > 0 {
+        tracing::warn!(
+            messages = swept,
+            "dead-lettered what tasks left behind still held queued"
+        );
     }
 }
 

@@ -13,6 +13,7 @@ use crossbeam_utils::CachePadded;
 use logdist_router::Placed;
 use logdist_wire::RejectReason;
 
+use crate::closes::{CloseReason, Closes};
 use crate::refusal::{Listener, RefusalReason, Refusals};
 
 #[derive(Default)]
@@ -37,6 +38,8 @@ pub struct Stats {
     pub rejected: [Counter; RejectReason::ALL.len()],
     /// Emitter connections closed because a binary length could not be valid.
     pub bad_length_closes: Counter,
+    /// Emitter connections closed for making no progress (see [`crate::closes`]).
+    pub emitter_closes: Closes,
     /// Connections refused, by listener and reason (see [`crate::refusal`]).
     pub refused: Refusals,
     /// Messages put into an analyzer queue (first attempt or redelivery).
@@ -188,6 +191,7 @@ impl Stats {
                 .map(|r| (r.as_str(), self.rejected[*r as usize].get()))
                 .collect(),
             bad_length_closes: self.bad_length_closes.get(),
+            emitter_closes: self.emitter_closes.snapshot(),
             connections_refused: refused.iter().map(|(_, _, n)| n).sum(),
             refused,
             routed: self.routed.get(),
@@ -210,6 +214,9 @@ pub struct StatsSnapshot {
     pub accepted: u64,
     pub rejected: Vec<(&'static str, u64)>,
     pub bad_length_closes: u64,
+    /// Emitter connections closed for making no progress, by reason (every
+    /// reason, zeros included).
+    pub emitter_closes: Vec<(&'static str, u64)>,
     /// Connections refused on every listener for every reason.
     pub connections_refused: u64,
     /// Refusals by listener and reason (every pair, zeros included).
@@ -247,6 +254,14 @@ impl StatsSnapshot {
             .iter()
             .find(|(l, r, _)| *l == listener && *r == reason)
             .map_or(0, |(_, _, n)| *n)
+    }
+
+    /// Emitter connections closed for `reason`.
+    pub fn emitter_closes(&self, reason: CloseReason) -> u64 {
+        self.emitter_closes
+            .iter()
+            .find(|(name, _)| *name == reason.as_str())
+            .map_or(0, |(_, n)| *n)
     }
 
     pub fn rejected_total(&self) -> u64 {

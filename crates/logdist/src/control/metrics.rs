@@ -238,6 +238,15 @@ impl Collector for Scrape {
             "Emitter connections closed because a binary frame length could not be valid.",
             s.bad_length_closes,
         )?;
+        family(
+            e,
+            "logdist_emitter_closes",
+            "Emitter connections closed for making no progress, by reason (idle_timeout, frame_timeout).",
+            MetricType::Counter,
+            s.emitter_closes
+                .iter()
+                .map(|(reason, n)| (vec![("reason", *reason)], ConstCounter::new(*n))),
+        )?;
         counter(
             e,
             "logdist_analyzer_health_changes",

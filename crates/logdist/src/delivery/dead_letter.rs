@@ -29,6 +29,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
@@ -59,6 +60,8 @@ enum Command {
 pub struct DeadLetters {
     tx: Sender<Command>,
     stats: Arc<Stats>,
+    /// Sent and not yet written (or failed) by the writer thread.
+    pending: Arc<AtomicU64>,
 }
 
 /// Owns the writer thread; [`DeadLetterFile::close`] flushes and joins it.
@@ -73,15 +76,16 @@ impl DeadLetterFile {
     /// and `logdist dead-letter replay` can move the file aside safely.
     pub fn start(path: PathBuf, stats: Arc<Stats>) -> DeadLetterFile {
         let (tx, rx) = channel();
+        let pending = Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new()
             .name("dead-letters".into())
             .spawn({
-                let stats = stats.clone();
-                move || write_loop(path, rx, &stats)
+                let (stats, pending) = (stats.clone(), pending.clone());
+                move || write_loop(path, rx, &stats, &pending)
             })
             .expect("spawn dead-letter thread");
         DeadLetterFile {
-            handle: DeadLetters { tx, stats },
+            handle: DeadLetters { tx, stats, pending },
             thread,
         }
     }
@@ -107,15 +111,27 @@ impl DeadLetters {
             final_error,
             failed_at: SystemTime::now(),
         };
+        self.pending.fetch_add(1, Ordering::AcqRel);
         if self.tx.send(Command::Write(letter)).is_err() {
             // Only after shutdown closed the file; nothing should still send then.
+            self.pending.fetch_sub(1, Ordering::AcqRel);
             tracing::error!("dead letter arrived after the dead-letter file was closed");
             self.stats.dead_letter_failures.add(1);
         }
     }
+
+    /// Counts every dead letter not written yet as a failure, and returns
+    /// how many: for shutdown, when it cannot wait for the disk any longer.
+    /// (Those the writer still manages to write before the process ends are
+    /// in the file all the same.)
+    pub fn give_up_pending(&self) -> u64 {
+        let lost = self.pending.swap(0, Ordering::AcqRel);
+        self.stats.dead_letter_failures.add(lost);
+        lost
+    }
 }
 
-fn write_loop(path: PathBuf, rx: Receiver<Command>, stats: &Stats) {
+fn write_loop(path: PathBuf, rx: Receiver<Command>, stats: &Stats, pending: &AtomicU64) {
     let mut text = Vec::with_capacity(4096);
     let mut closing = false;
     while !closing {
@@ -136,7 +152,12 @@ fn write_loop(path: PathBuf, rx: Receiver<Command>, stats: &Stats) {
         if count == 0 {
             continue;
         }
-        match append(&path, &text) {
+        let written = append(&path, &text);
+        // Not below zero: shutdown may have given up on these already.
+        let _ = pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            Some(n.saturating_sub(count))
+        });
+        match written {
             Ok(()) => stats.dead_lettered.add(count),
             Err(err) => {
                 tracing::error!(path = %path.display(), %err, lost = count, "cannot write dead-letter file");

@@ -393,7 +393,8 @@ impl AnalyzerSession {
                 self.state.acked.fetch_add(written_count, Ordering::AcqRel);
             }
         };
-        let _ = writer.shutdown().await;
+        // A TLS close_notify is a write: bounded, for an analyzer that reads nothing.
+        let _ = tokio::time::timeout(FINAL_ACK_WAIT, writer.shutdown()).await;
 
         // An analyzer that acks and closes (a clean restart) can make a write
         // fail before the control reader has taken in that last ack, which is

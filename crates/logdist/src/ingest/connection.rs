@@ -4,21 +4,41 @@
 //! nothing is copied between this read and the analyzer's write. Routing a whole
 //! read's worth of messages happens before the next read, which is how
 //! backpressure works: while every analyzer is full, this socket is not read.
+//!
+//! What a hostile or broken peer can cost is bounded:
+//!
+//! - **Replies.** They are written as soon as [`REPLY_FLUSH_BYTES`] are
+//!   pending, not only after the whole read: a read that fans out into
+//!   millions of replies (a gzip frame of tiny bad lines) holds that much,
+//!   and a peer that does not read its replies stops being read.
+//! - **Time on the worker.** Decoding yields to the other tasks every
+//!   [`YIELD_EVERY_MESSAGES`] messages, [`YIELD_EVERY_BYTES`] message bytes
+//!   or [`YIELD_AFTER`] (see [`Budget`]), and a gzip frame is inflated on a blocking thread (after a first
+//!   [`INLINE_INFLATE_BYTES`] inline, which is all a small frame needs), in
+//!   one of a few inflation slots.
+//! - **Silence.** `limits.idle_timeout` closes a connection that sends
+//!   nothing and takes no reply for that long, `limits.frame_timeout` one
+//!   that has begun a message and does not complete it ([`Progress`]).
+//! - **Shutdown.** At the end of the grace period (the hard stop) the
+//!   connection stops whatever it waits for: a reply write, inflation, room
+//!   in a queue. What it read and had not decoded yet is dropped: never
+//!   accepted, like what is still in the socket.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use logdist_router::{Cursor, Envelope, Placed, RoutingTable};
 use logdist_wire::{
-    Decoded, ErrorCode, IngestDecoder, IngestError, RejectReason, Rejection, error_reply,
+    Decoded, ErrorCode, GzipFrame, IngestDecoder, IngestError, RejectReason, Rejection, error_reply,
 };
 use tokio::io::AsyncReadExt;
 use tokio_util::codec::Decoder;
 
-use super::context::IngestContext;
+use super::context::{EmitterTimeouts, IngestContext};
+use crate::closes::CloseReason;
 use crate::config::AckMode;
 use crate::delivery::dead_letter::SHUTDOWN_ERROR;
 use crate::stats::{CLASSES, class_of};
@@ -27,6 +47,28 @@ use crate::transport::stream::write_all_flushed;
 
 /// Bytes asked of the socket per read; also the size of the buffers messages share.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Pending replies are written once there are this many bytes of them.
+const REPLY_FLUSH_BYTES: usize = 64 * 1024;
+
+/// Messages (or rejections) decoded in a row before yielding to other tasks.
+const YIELD_EVERY_MESSAGES: u32 = 1024;
+
+/// Message bytes decoded in a row before yielding (about a millisecond of
+/// JSON parsing): long lines reach it before [`YIELD_EVERY_MESSAGES`].
+const YIELD_EVERY_BYTES: usize = 1 << 20;
+
+/// Time spent decoding in a row before yielding, whatever the count: the
+/// message costs vary (a rejection costs more than a binary frame).
+const YIELD_AFTER: Duration = Duration::from_millis(1);
+
+/// Messages between two looks at the clock for [`YIELD_AFTER`].
+const CLOCK_EVERY_MESSAGES: u32 = 64;
+
+/// Output a gzip frame is inflated by on the async worker, before the rest
+/// goes to a blocking thread: small frames (the usual shipper batch) never
+/// pay for the thread hand-off.
+const INLINE_INFLATE_BYTES: usize = 64 * 1024;
 
 const ACK_OK: &[u8] = b"{\"status\":\"ok\",\"message\":\"received\"}\n";
 
@@ -63,44 +105,73 @@ impl EmitterConnection {
             stream,
             peer,
             buffer: BytesMut::with_capacity(READ_CHUNK),
-            decoder: IngestDecoder::new(ctx.limits, ctx.priorities.clone()),
+            decoder: IngestDecoder::new(ctx.limits, ctx.priorities.clone()).defer_gzip(),
             ack,
             replies: Vec::new(),
             tally: Tally::default(),
         }
     }
 
-    /// Runs until the emitter closes, the stream is unrecoverable, or shutdown.
+    /// Runs until the emitter closes, the stream is unrecoverable, the peer
+    /// stalls past a timeout, or shutdown.
     pub async fn run(mut self, ctx: &IngestContext) {
         let mut cursor = Cursor::new(cursor_seed(self.peer));
+        let mut progress = Progress::new(ctx.timeouts, tokio::time::Instant::now());
+        // Never later than the next deadline; reset only when that moves
+        // earlier, or when it fires early (the deadline moved later).
+        let timer = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+        tokio::pin!(timer);
         let end = loop {
             if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 4 {
                 self.buffer.reserve(READ_CHUNK);
             }
+            let due = progress.deadline();
+            if let Some((at, _)) = due
+                && at < timer.deadline()
+            {
+                timer.as_mut().reset(at);
+            }
             let read = tokio::select! {
                 read = self.stream.read_buf(&mut self.buffer) => read,
                 _ = ctx.shutdown.stop_accepting.cancelled() => break End::Shutdown,
+                () = &mut timer, if due.is_some() => {
+                    let (at, reason) = due.expect("only armed with a deadline");
+                    if tokio::time::Instant::now() >= at {
+                        break End::Stalled(reason, progress.detail(reason));
+                    }
+                    timer.as_mut().reset(at);
+                    continue;
+                }
             };
             let eof = match read {
                 Ok(0) => true,
                 Ok(_) => false,
                 Err(err) => break End::Io(err),
             };
-            if let Err(end) = self.process(ctx, &mut cursor, eof).await {
+            let decoded = match self.process(ctx, &mut cursor, eof).await {
+                Ok(decoded) => decoded,
+                Err(end) => break end,
+            };
+            if let Err(end) = self.flush_replies(ctx).await {
                 break end;
-            }
-            if let Err(err) = self.flush_replies().await {
-                break End::Io(err);
             }
             if eof {
                 break End::Eof;
             }
+            progress.advanced(
+                tokio::time::Instant::now(),
+                decoded > 0,
+                self.decoder.in_message(&self.buffer),
+            );
         };
-        if matches!(end, End::Shutdown) {
-            // Whatever was already read is routed, not dropped.
-            let _ = self.process(ctx, &mut cursor, false).await;
-            let _ = self.flush_replies().await;
-        }
+        let end = match end {
+            // Whatever was already read is routed, not dropped, until the hard stop.
+            End::Shutdown => match self.process(ctx, &mut cursor, false).await {
+                Ok(_) => self.flush_replies(ctx).await.err().unwrap_or(End::Shutdown),
+                Err(end) => end,
+            },
+            end => end,
+        };
         self.flush_tally(ctx);
         match end {
             End::Eof | End::Shutdown => tracing::debug!(
@@ -109,32 +180,54 @@ impl EmitterConnection {
                 rejected = self.tally.total_rejected,
                 "emitter connection closed"
             ),
+            End::HardStop => tracing::debug!(
+                peer = %self.peer,
+                accepted = self.tally.total_accepted,
+                undecoded_bytes = self.buffer.len(),
+                "emitter connection cut at the end of the shutdown grace period"
+            ),
             End::Io(err) => tracing::info!(peer = %self.peer, %err, "emitter connection failed"),
             End::BadLength(reason) => {
                 ctx.stats.bad_length_closes.add(1);
                 tracing::warn!(peer = %self.peer, %reason, "closing emitter connection");
             }
+            End::Stalled(reason, detail) => {
+                ctx.stats.emitter_closes.close(reason, self.peer, &detail);
+            }
         }
     }
 
     /// Decodes and routes every complete message in the buffer (and, at `eof`,
-    /// what is left of it).
+    /// what is left of it); returns how many messages (and rejections and
+    /// gzip frames) it decoded.
     async fn process(
         &mut self,
         ctx: &IngestContext,
         cursor: &mut Cursor,
         eof: bool,
-    ) -> Result<(), End> {
-        // One table and one arrival time for the whole read: nothing per message.
-        let table = ctx.router.load_full();
+    ) -> Result<u64, End> {
+        // One table and one arrival time for the read: nothing per message.
+        let mut table = ctx.router.load_full();
         let arrived = Instant::now();
+        let mut decoded = 0;
+        let mut budget = Budget::starting(arrived);
         loop {
-            let decoded = if eof {
+            if budget.spent() {
+                // Let the other connections on this worker have their turn.
+                self.flush_tally(ctx);
+                tokio::task::yield_now().await;
+                if ctx.shutdown.hard_stop.is_cancelled() {
+                    return Err(End::HardStop);
+                }
+                table = ctx.router.load_full();
+                budget = Budget::starting(Instant::now());
+            }
+            let next = if eof {
                 self.decoder.decode_eof(&mut self.buffer)
             } else {
                 self.decoder.decode(&mut self.buffer)
             };
-            let item = match decoded {
+            let item = match next {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
                 Err(err @ IngestError::BadLength { .. }) => {
@@ -142,15 +235,17 @@ impl EmitterConnection {
                     if self.ack == AckMode::Message {
                         self.replies
                             .extend_from_slice(&error_reply(ErrorCode::BadFrameLength, &reason));
-                        let _ = self.flush_replies().await;
+                        let _ = self.flush_replies(ctx).await;
                     }
                     return Err(End::BadLength(reason));
                 }
                 // The decoder reads no socket: it never fails this way.
                 Err(IngestError::Io(err)) => return Err(End::Io(err)),
             };
+            decoded += 1;
             match item {
                 Decoded::Message(message) => {
+                    budget.charge(message.data().len());
                     let acked = self.ack == AckMode::Message
                         && message.origin() == logdist_wire::Origin::Ndjson;
                     let env = Envelope::arrived_at(message, arrived);
@@ -159,11 +254,24 @@ impl EmitterConnection {
                         self.replies.extend_from_slice(ACK_OK);
                     }
                 }
-                Decoded::Rejected(rejection) => self.reject(rejection),
+                Decoded::Rejected(rejection) => {
+                    budget.charge(0);
+                    self.reject(rejection);
+                }
+                Decoded::Gzip(frame) => {
+                    let inflated = inflate(ctx, frame).await?;
+                    budget.charge(inflated.as_ref().map_or(0, BytesMut::len));
+                    if let Some(Decoded::Rejected(rejection)) = self.decoder.inflated(inflated) {
+                        self.reject(rejection);
+                    }
+                }
+            }
+            if self.replies.len() >= REPLY_FLUSH_BYTES {
+                self.flush_replies(ctx).await?;
             }
         }
         self.flush_tally(ctx);
-        Ok(())
+        Ok(decoded)
     }
 
     async fn route(
@@ -214,11 +322,22 @@ impl EmitterConnection {
         }
     }
 
-    async fn flush_replies(&mut self) -> std::io::Result<()> {
+    /// Writes the pending replies. The peer must take them within
+    /// `limits.idle_timeout`; the hard stop ends the wait too.
+    async fn flush_replies(&mut self, ctx: &IngestContext) -> Result<(), End> {
         if self.replies.is_empty() {
             return Ok(());
         }
-        let result = write_all_flushed(&mut self.stream, &self.replies).await;
+        let idle = ctx.timeouts.idle;
+        let result = tokio::select! {
+            biased;
+            written = write_all_flushed(&mut self.stream, &self.replies) => written.map_err(End::Io),
+            _ = ctx.shutdown.hard_stop.cancelled() => Err(End::HardStop),
+            () = sleep_or_never(idle) => Err(End::Stalled(
+                CloseReason::IdleTimeout,
+                format!("replies not read for {:?}", idle.unwrap_or_default()),
+            )),
+        };
         self.replies.clear();
         result
     }
@@ -242,8 +361,140 @@ impl EmitterConnection {
 enum End {
     Eof,
     Shutdown,
+    /// The shutdown grace period ended while the connection still waited.
+    HardStop,
     Io(std::io::Error),
     BadLength(String),
+    /// The peer made no progress for too long.
+    Stalled(CloseReason, String),
+}
+
+/// Decoding budget between two yields: [`YIELD_EVERY_MESSAGES`] messages,
+/// [`YIELD_EVERY_BYTES`] message bytes or [`YIELD_AFTER`], whichever comes
+/// first (the clock is read every [`CLOCK_EVERY_MESSAGES`] messages).
+struct Budget {
+    since: Instant,
+    messages: u32,
+    bytes: usize,
+}
+
+impl Budget {
+    fn starting(since: Instant) -> Self {
+        Budget {
+            since,
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    fn charge(&mut self, bytes: usize) {
+        self.messages += 1;
+        self.bytes += bytes;
+    }
+
+    fn spent(&self) -> bool {
+        self.messages >= YIELD_EVERY_MESSAGES
+            || self.bytes >= YIELD_EVERY_BYTES
+            || (self.messages.is_multiple_of(CLOCK_EVERY_MESSAGES)
+                && self.messages > 0
+                && self.since.elapsed() >= YIELD_AFTER)
+    }
+}
+
+/// Inflates a gzip frame: the first [`INLINE_INFLATE_BYTES`] here, the rest
+/// (if any) on a blocking thread, once one of the inflation slots is free.
+async fn inflate(
+    ctx: &IngestContext,
+    frame: GzipFrame,
+) -> Result<Result<BytesMut, Rejection>, End> {
+    let mut inflater = frame.inflater();
+    if let Some(inflated) = inflater.step(INLINE_INFLATE_BYTES) {
+        return Ok(inflated);
+    }
+    let hard_stop = &ctx.shutdown.hard_stop;
+    let slot = tokio::select! {
+        slot = ctx.inflation_slots.clone().acquire_owned() => {
+            slot.expect("the inflation slots are never closed")
+        }
+        _ = hard_stop.cancelled() => return Err(End::HardStop),
+    };
+    let job = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        inflater.finish()
+    });
+    tokio::select! {
+        joined = job => joined.map_err(|err| {
+            End::Io(std::io::Error::other(format!("gzip inflation failed: {err}")))
+        }),
+        // The thread finishes the frame on its own and drops it.
+        _ = hard_stop.cancelled() => Err(End::HardStop),
+    }
+}
+
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When an emitter last made progress, for `limits.idle_timeout` and
+/// `limits.frame_timeout`. Time spent on logdist's side (routing under
+/// backpressure, writing replies) does not count: the clocks restart after
+/// each read has been dealt with.
+struct Progress {
+    timeouts: EmitterTimeouts,
+    /// The last read (or the connection's start).
+    active_at: tokio::time::Instant,
+    /// Since when a message has been begun and not completed.
+    in_message_since: Option<tokio::time::Instant>,
+}
+
+impl Progress {
+    fn new(timeouts: EmitterTimeouts, now: tokio::time::Instant) -> Self {
+        Progress {
+            timeouts,
+            active_at: now,
+            in_message_since: None,
+        }
+    }
+
+    /// After a read that completed `completed` messages and left `in_message`
+    /// one begun and not completed.
+    fn advanced(&mut self, now: tokio::time::Instant, completed: bool, in_message: bool) {
+        self.active_at = now;
+        self.in_message_since = match self.in_message_since {
+            _ if !in_message => None,
+            Some(since) if !completed => Some(since),
+            _ => Some(now),
+        };
+    }
+
+    /// The next deadline and what passing it means.
+    fn deadline(&self) -> Option<(tokio::time::Instant, CloseReason)> {
+        let idle = (self.timeouts.idle)
+            .map(|timeout| (self.active_at + timeout, CloseReason::IdleTimeout));
+        let frame = (self.timeouts.frame)
+            .zip(self.in_message_since)
+            .map(|(timeout, since)| (since + timeout, CloseReason::FrameTimeout));
+        match (idle, frame) {
+            (Some(idle), Some(frame)) => Some(if frame.0 < idle.0 { frame } else { idle }),
+            (idle, frame) => idle.or(frame),
+        }
+    }
+
+    fn detail(&self, reason: CloseReason) -> String {
+        match reason {
+            CloseReason::IdleTimeout => format!(
+                "nothing received for {:?} (limits.idle_timeout)",
+                self.timeouts.idle.unwrap_or_default()
+            ),
+            CloseReason::FrameTimeout => format!(
+                "a message begun {:?} ago is not complete (limits.frame_timeout)",
+                self.timeouts.frame.unwrap_or_default()
+            ),
+        }
+    }
 }
 
 /// Spreads connections over the low-discrepancy sequence so that many emitters
@@ -251,4 +502,101 @@ enum End {
 fn cursor_seed(peer: SocketAddr) -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(300);
+    const FRAME: Duration = Duration::from_secs(30);
+
+    fn progress(
+        idle: Option<Duration>,
+        frame: Option<Duration>,
+    ) -> (Progress, tokio::time::Instant) {
+        let start = tokio::time::Instant::now();
+        (Progress::new(EmitterTimeouts { idle, frame }, start), start)
+    }
+
+    #[test]
+    fn idle_deadline_moves_with_every_read() {
+        let (mut p, start) = progress(Some(IDLE), Some(FRAME));
+        assert_eq!(p.deadline(), Some((start + IDLE, CloseReason::IdleTimeout)));
+        let later = start + Duration::from_secs(10);
+        p.advanced(later, true, false);
+        assert_eq!(p.deadline(), Some((later + IDLE, CloseReason::IdleTimeout)));
+    }
+
+    #[test]
+    fn frame_deadline_runs_from_the_start_of_an_incomplete_message() {
+        let (mut p, start) = progress(Some(IDLE), Some(FRAME));
+        let t = |s| start + Duration::from_secs(s);
+        // A message begins: its clock starts.
+        p.advanced(t(1), false, true);
+        assert_eq!(
+            p.deadline(),
+            Some((t(1) + FRAME, CloseReason::FrameTimeout))
+        );
+        // More bytes of it, nothing completed: the clock runs on.
+        p.advanced(t(5), false, true);
+        assert_eq!(
+            p.deadline(),
+            Some((t(1) + FRAME, CloseReason::FrameTimeout))
+        );
+        // Messages completed and another begun: a new clock.
+        p.advanced(t(8), true, true);
+        assert_eq!(
+            p.deadline(),
+            Some((t(8) + FRAME, CloseReason::FrameTimeout))
+        );
+        // At a boundary: only the idle clock.
+        p.advanced(t(9), true, false);
+        assert_eq!(p.deadline(), Some((t(9) + IDLE, CloseReason::IdleTimeout)));
+    }
+
+    #[test]
+    fn timeouts_turned_off_have_no_deadline() {
+        let (mut p, start) = progress(None, None);
+        p.advanced(start, false, true);
+        assert_eq!(p.deadline(), None);
+        let (mut p, start) = progress(None, Some(FRAME));
+        assert_eq!(p.deadline(), None, "no message begun");
+        p.advanced(start, false, true);
+        assert_eq!(
+            p.deadline(),
+            Some((start + FRAME, CloseReason::FrameTimeout))
+        );
+        // A frame timeout longer than the idle one: idle comes first.
+        let (mut p, start) = progress(Some(FRAME), Some(IDLE));
+        p.advanced(start, false, true);
+        assert_eq!(
+            p.deadline(),
+            Some((start + FRAME, CloseReason::IdleTimeout))
+        );
+    }
+
+    #[test]
+    fn the_budget_runs_out_by_count_bytes_or_time() {
+        let mut budget = Budget::starting(Instant::now());
+        for _ in 0..YIELD_EVERY_MESSAGES - 1 {
+            budget.charge(10);
+        }
+        assert!(!budget.spent());
+        budget.charge(10);
+        assert!(budget.spent());
+        let mut budget = Budget::starting(Instant::now());
+        budget.charge(YIELD_EVERY_BYTES);
+        assert!(budget.spent());
+        let mut budget = Budget::starting(Instant::now() - YIELD_AFTER);
+        budget.charge(0);
+        assert!(
+            !budget.spent(),
+            "the clock is read every {CLOCK_EVERY_MESSAGES} messages"
+        );
+        for _ in 1..CLOCK_EVERY_MESSAGES {
+            budget.charge(0);
+        }
+        assert!(budget.spent());
+    }
 }

@@ -67,6 +67,8 @@ struct Totals {
     /// Refused connections by listener, then reason (zeros included).
     connections_refused_by: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
     bad_length_closes: u64,
+    /// Emitter connections closed for making no progress, by reason (zeros included).
+    emitter_closes: BTreeMap<&'static str, u64>,
     health_changes: u64,
     queued: u64,
     in_flight: u64,
@@ -125,6 +127,7 @@ pub(super) async fn stats(State(admin): AppState) -> Json<impl Serialize> {
             by
         }),
         bad_length_closes: s.bad_length_closes,
+        emitter_closes: s.emitter_closes.iter().copied().collect(),
         health_changes: s.health_changes,
         queued: analyzers.iter().map(|a| a.queue_depth).sum(),
         in_flight,
