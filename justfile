@@ -41,6 +41,10 @@ demo:
     cargo build --release -p logdist -p logdist-loadtest
     ./target/release/logdist-loadtest basic --duration 20s
 
+# Fuzz every decoder for SECONDS per target (needs cargo-fuzz; docs/security.md, "Fuzzing").
+fuzz SECONDS="60":
+    scripts/fuzz.sh {{SECONDS}}
+
 # Every test (what CI runs after fmt and clippy: see .ci/run).
 test:
     cargo test --workspace

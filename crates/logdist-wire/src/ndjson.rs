@@ -122,20 +122,28 @@ pub fn ndjson_priority(line: &[u8], table: &PriorityTable) -> Result<u8, Rejecti
         .and_then(json_string)
         .or_else(|| fields.severity.and_then(json_string));
     Ok(match level {
-        Some(level) => table.level_priority(&level),
-        None => table.default_priority(),
+        Some(Some(level)) => table.level_priority(&level),
+        // A string that is no text matches no table entry.
+        Some(None) | None => table.default_priority(),
     })
 }
 
-/// The contents of a JSON string value, borrowed unless it has escapes.
-fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
+/// For a JSON string value, `Some` of its contents (borrowed unless it has
+/// escapes); `None` for any other value.
+///
+/// The contents are `None` when the string escapes a lone UTF-16 surrogate
+/// (`"\ud800"`): grammatical JSON (RFC 8259 8.2), the parser skipped it, but
+/// it is no Rust string. It is still a string, so it must not count as an
+/// absent `level` and let `severity` decide (found by the `ndjson_priority`
+/// fuzz target); it just matches nothing in the table.
+fn json_string(raw: &RawValue) -> Option<Option<Cow<'_, str>>> {
     let text = raw.get();
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
-    if inner.contains('\\') {
+    Some(if inner.contains('\\') {
         serde_json::from_str::<String>(text).ok().map(Cow::Owned)
     } else {
         Some(Cow::Borrowed(inner))
-    }
+    })
 }
 
 /// A line that does not start with `{`: valid JSON of another type, or not JSON.
