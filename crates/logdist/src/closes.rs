@@ -1,7 +1,8 @@
 //! Emitter connections logdist closed because the peer made no progress:
 //! counted by reason, and logged without letting many such peers flood the
-//! log (the first of each reason at warn level, then at most one warning per
-//! [`LOG_EVERY`] saying how many were only logged at debug level since).
+//! log ([`LogLimit`]: the first of each reason at warn level, then at most one
+//! warning per [`LOG_EVERY`] saying how many were only logged at debug level
+//! since).
 //!
 //! To add a reason: a variant, its name in [`CloseReason::as_str`], and its
 //! place in [`CloseReason::ALL`] (counters, the stats JSON and `/metrics`
@@ -9,9 +10,8 @@
 
 use std::fmt::Display;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
+use crate::log_limit::{LOG_EVERY, LogLimit};
 use crate::stats::Counter;
 
 /// Why logdist closed an emitter connection that was still open.
@@ -41,60 +41,25 @@ impl CloseReason {
     }
 }
 
-/// At most one warning per reason this often.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
-
 /// Close counters and the log limiter.
+#[derive(Default)]
 pub struct Closes {
     counts: [Counter; CloseReason::ALL.len()],
     logs: [LogLimit; CloseReason::ALL.len()],
-    epoch: Instant,
-}
-
-#[derive(Default)]
-struct LogLimit {
-    /// Milliseconds since `epoch` before which closes are not logged at warn.
-    quiet_until: AtomicU64,
-    /// Closes logged at debug only since the last warning.
-    suppressed: AtomicU64,
-}
-
-impl Default for Closes {
-    fn default() -> Self {
-        Closes {
-            counts: Default::default(),
-            logs: Default::default(),
-            epoch: Instant::now(),
-        }
-    }
 }
 
 impl Closes {
     /// Counts and logs (rate-limited) the close of `peer`'s connection.
     pub fn close(&self, reason: CloseReason, peer: SocketAddr, detail: &dyn Display) {
         self.counts[reason.index()].add(1);
-        let limit = &self.logs[reason.index()];
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let quiet_until = limit.quiet_until.load(Ordering::Relaxed);
-        let warn = now >= quiet_until
-            && limit
-                .quiet_until
-                .compare_exchange(
-                    quiet_until,
-                    now.saturating_add(LOG_EVERY.as_millis() as u64),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
+        let warn = self.logs[reason.index()].warn();
         let reason = reason.as_str();
-        if warn {
-            let suppressed = limit.suppressed.swap(0, Ordering::Relaxed);
+        if let Some(suppressed) = warn {
             tracing::warn!(
                 reason, %peer, %detail, suppressed,
                 "closing emitter connection (more of these within {LOG_EVERY:?} are only counted)"
             );
         } else {
-            limit.suppressed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(reason, %peer, %detail, "closing emitter connection");
         }
     }
@@ -133,6 +98,6 @@ mod tests {
         );
         // One warning, the rest suppressed until the window passes.
         let limit = &closes.logs[CloseReason::IdleTimeout.index()];
-        assert_eq!(limit.suppressed.load(Ordering::Relaxed), 499);
+        assert_eq!(limit.held_back(), 499);
     }
 }

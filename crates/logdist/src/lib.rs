@@ -23,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod ingest;
+pub mod log_limit;
 pub mod refusal;
 pub mod server;
 pub mod shutdown;

@@ -12,9 +12,7 @@
 
 use std::fmt::Display;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
+use crate::log_limit::{LOG_EVERY, LogLimit};
 use crate::stats::Counter;
 
 /// The listener a connection was refused on.
@@ -108,35 +106,14 @@ impl Listener {
     }
 }
 
-/// At most one warning per (listener, reason) this often.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
-
 const REASONS: usize = RefusalReason::ALL.len();
 const LISTENERS: usize = Listener::ALL.len();
 
 /// Refusal counters and the log limiter.
+#[derive(Default)]
 pub struct Refusals {
     counts: [[Counter; REASONS]; LISTENERS],
     logs: [[LogLimit; REASONS]; LISTENERS],
-    epoch: Instant,
-}
-
-#[derive(Default)]
-struct LogLimit {
-    /// Milliseconds since `epoch` before which refusals are not logged at warn.
-    quiet_until: AtomicU64,
-    /// Refusals logged at debug only since the last warning.
-    suppressed: AtomicU64,
-}
-
-impl Default for Refusals {
-    fn default() -> Self {
-        Refusals {
-            counts: Default::default(),
-            logs: Default::default(),
-            epoch: Instant::now(),
-        }
-    }
 }
 
 impl Refusals {
@@ -150,28 +127,14 @@ impl Refusals {
     ) {
         let (l, r) = (listener.index(), reason.index());
         self.counts[l][r].add(1);
-        let limit = &self.logs[l][r];
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let quiet_until = limit.quiet_until.load(Ordering::Relaxed);
-        let warn = now >= quiet_until
-            && limit
-                .quiet_until
-                .compare_exchange(
-                    quiet_until,
-                    now.saturating_add(LOG_EVERY.as_millis() as u64),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
+        let warn = self.logs[l][r].warn();
         let (listener, reason) = (listener.as_str(), reason.as_str());
-        if warn {
-            let suppressed = limit.suppressed.swap(0, Ordering::Relaxed);
+        if let Some(suppressed) = warn {
             tracing::warn!(
                 listener, reason, %peer, %detail, suppressed,
                 "connection refused (more of these within {LOG_EVERY:?} are only counted)"
             );
         } else {
-            limit.suppressed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(listener, reason, %peer, %detail, "connection refused");
         }
     }
@@ -218,7 +181,7 @@ mod tests {
         assert_eq!(refusals.get(Listener::Admin, RefusalReason::NotAllowed), 0);
         // One warning, the rest suppressed until the window passes.
         let limit = &refusals.logs[Listener::Analyzer.index()][RefusalReason::NotAllowed.index()];
-        assert_eq!(limit.suppressed.load(Ordering::Relaxed), 999);
+        assert_eq!(limit.held_back(), 999);
         let snapshot = refusals.snapshot();
         assert_eq!(snapshot.len(), LISTENERS * REASONS);
         assert_eq!(snapshot.iter().map(|(_, _, n)| n).sum::<u64>(), 1001);
