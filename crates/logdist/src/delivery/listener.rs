@@ -10,7 +10,6 @@ use tokio_util::task::TaskTracker;
 use super::attach::serve_dial_in;
 use super::context::DeliveryContext;
 use crate::accept::accept;
-use crate::refusal::RefusalReason;
 use crate::transport::Gate;
 
 /// Accepts analyzers until shutdown stops accepting; their sessions run on
@@ -29,15 +28,9 @@ pub async fn accept_analyzers(
     let permits = Arc::new(Semaphore::new(max_connections));
     let stop = ctx.shutdown.stop_accepting.clone();
     while let Some((stream, peer)) = accept(&listener, &stop).await {
-        let Some(admission) = gate.admit(peer) else {
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            gate.refuse(
-                peer,
-                RefusalReason::MaxConnections,
-                &"analyzers.max_connections reached",
-            );
+        let Some((admission, permit)) =
+            gate.admit_within(peer, &permits, "analyzers.max_connections")
+        else {
             continue;
         };
         tracing::debug!(%peer, "analyzer connection");

@@ -11,7 +11,6 @@ use super::connection::EmitterConnection;
 use super::context::IngestContext;
 use crate::accept::accept;
 use crate::config::AckMode;
-use crate::refusal::RefusalReason;
 use crate::transport::Gate;
 
 /// Accepts emitters until shutdown stops accepting; their connections run
@@ -29,15 +28,8 @@ pub async fn accept_emitters(
     let tls = gate.is_tls();
     tracing::info!(?address, ?ack, tls, "listening for emitters");
     while let Some((stream, peer)) = accept(&listener, &ctx.shutdown.stop_accepting).await {
-        let Some(admission) = gate.admit(peer) else {
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            gate.refuse(
-                peer,
-                RefusalReason::MaxConnections,
-                &"limits.max_connections reached",
-            );
+        let Some((admission, permit)) = gate.admit_within(peer, &permits, "limits.max_connections")
+        else {
             continue;
         };
         let _ = stream.set_nodelay(true);

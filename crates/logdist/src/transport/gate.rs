@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -143,6 +144,27 @@ impl Gate {
     }
 
     /// Counts and logs (rate-limited) a connection refused on this listener.
+    /// [`Gate::admit`], then one of `permits` for the connection's lifetime;
+    /// with none free the connection is refused (counted, `limit_key` named
+    /// in the log) and closed unread.
+    pub fn admit_within(
+        &self,
+        peer: SocketAddr,
+        permits: &Arc<Semaphore>,
+        limit_key: &str,
+    ) -> Option<(Admission, OwnedSemaphorePermit)> {
+        let admission = self.admit(peer)?;
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            self.refuse(
+                peer,
+                RefusalReason::MaxConnections,
+                &format_args!("{limit_key} reached"),
+            );
+            return None;
+        };
+        Some((admission, permit))
+    }
+
     pub fn refuse(&self, peer: SocketAddr, reason: RefusalReason, detail: &dyn std::fmt::Display) {
         self.stats.refuse(self.listener, reason, &peer, detail);
     }

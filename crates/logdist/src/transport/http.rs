@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::gate::Gate;
 use super::stream::Stream;
-use crate::refusal::RefusalReason;
 
 /// Connections that finished their handshake and wait for the server.
 const READY: usize = 64;
@@ -104,15 +103,7 @@ async fn accept(
             },
             _ = dropped.cancelled() => return,
         };
-        let Some(admission) = gate.admit(peer) else {
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            gate.refuse(
-                peer,
-                RefusalReason::MaxConnections,
-                &format_args!("{limit_key} reached"),
-            );
+        let Some((admission, permit)) = gate.admit_within(peer, &permits, limit_key) else {
             continue;
         };
         let _ = tcp.set_nodelay(true);
