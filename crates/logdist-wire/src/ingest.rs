@@ -17,6 +17,7 @@
 //! to know where the next message starts.
 
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -88,12 +89,21 @@ pub enum IngestError {
 ///
 /// Messages are slices of the read buffer (or of a decompressed gzip buffer):
 /// the happy path neither copies nor allocates per message.
+///
+/// # Inflation gate
+/// A caller that budgets memory can make the decoder stop in front of each
+/// complete gzip frame ([`with_inflation_gate`](Self::with_inflation_gate)):
+/// `decode` then returns `Ok(None)` with
+/// [`inflation_waiting`](Self::inflation_waiting) set, and inflates that frame
+/// on the next call after [`allow_inflation`](Self::allow_inflation).
+/// [`inflated`](Self::inflated) tells where the inflated buffer lies.
 #[derive(Debug)]
 pub struct IngestDecoder {
     limits: IngestLimits,
     table: Arc<PriorityTable>,
     lines: LineFramer,
     gzip_lines: Option<GzipLines>,
+    gate: InflationGate,
 }
 
 /// The not yet decoded lines of a decompressed gzip frame.
@@ -101,6 +111,17 @@ pub struct IngestDecoder {
 struct GzipLines {
     lines: LineFramer,
     rest: BytesMut,
+    /// Addresses of the whole decompressed buffer.
+    span: Range<usize>,
+}
+
+#[derive(Debug, Default)]
+struct InflationGate {
+    gated: bool,
+    /// The next complete gzip frame may be inflated.
+    allowed: bool,
+    /// A complete gzip frame waits at the front of the buffer.
+    waiting: bool,
 }
 
 /// What the bytes at a message boundary turned out to be.
@@ -124,7 +145,33 @@ impl IngestDecoder {
             table,
             lines: LineFramer::new(limits.max_line_bytes),
             gzip_lines: None,
+            gate: InflationGate::default(),
         }
+    }
+
+    /// Stops in front of every complete gzip frame until
+    /// [`allow_inflation`](Self::allow_inflation) (see the type's docs).
+    pub fn with_inflation_gate(mut self) -> Self {
+        self.gate.gated = true;
+        self
+    }
+
+    /// The last `decode` stopped in front of a complete gzip frame, which
+    /// may decompress to `max_decompressed_bytes`.
+    pub fn inflation_waiting(&self) -> bool {
+        self.gate.waiting
+    }
+
+    /// Lets the next `decode` inflate the gzip frame that is waiting.
+    pub fn allow_inflation(&mut self) {
+        self.gate.allowed = true;
+    }
+
+    /// The addresses of the decompressed gzip buffer whose lines are being
+    /// decoded: every message from it is a slice of this range. `None` once
+    /// it is used up.
+    pub fn inflated(&self) -> Option<Range<usize>> {
+        self.gzip_lines.as_ref().map(|gzip| gzip.span.clone())
     }
 
     /// Decides the format of the message at the front of `buf` (not empty);
@@ -208,6 +255,12 @@ impl Decoder for IngestDecoder {
                         buf.reserve(frame_len - buf.len());
                         return Ok(None);
                     }
+                    if self.gate.gated && !self.gate.allowed {
+                        self.gate.waiting = true;
+                        return Ok(None);
+                    }
+                    self.gate.allowed = false;
+                    self.gate.waiting = false;
                     let decompressed = decompress(
                         &buf[GZIP_LENGTH_LEN..frame_len],
                         self.limits.max_decompressed_bytes,
@@ -215,8 +268,10 @@ impl Decoder for IngestDecoder {
                     buf.advance(frame_len);
                     match decompressed {
                         Ok(rest) => {
+                            let start = rest.as_ptr() as usize;
                             self.gzip_lines = Some(GzipLines {
                                 lines: LineFramer::new(self.limits.max_line_bytes),
+                                span: start..start + rest.len(),
                                 rest,
                             });
                         }
@@ -232,6 +287,10 @@ impl Decoder for IngestDecoder {
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, IngestError> {
         if let Some(decoded) = self.decode(buf)? {
             return Ok(Some(decoded));
+        }
+        if self.gate.waiting {
+            // A whole gzip frame, not a truncated one: call again once allowed.
+            return Ok(None);
         }
         let Some(&first) = buf.first() else {
             return Ok(None);
@@ -640,6 +699,47 @@ mod tests {
             decoded.iter().map(reason).collect::<Vec<_>>(),
             [RejectReason::LineTooLong]
         );
+    }
+
+    #[test]
+    fn gated_gzip_frames_wait_to_be_allowed_and_say_where_they_inflate() {
+        let mut decoder = decoder().with_inflation_gate();
+        let mut buf = BytesMut::new();
+        encode_gzip_frame(b"{\"a\":1}\n{\"b\":2}\n", &mut buf);
+        buf.put_slice(b"{\"c\":3}\n");
+        encode_gzip_frame(b"{\"d\":4}", &mut buf);
+        for _ in 0..2 {
+            assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+            assert!(decoder.inflation_waiting());
+        }
+        decoder.allow_inflation();
+        let a = decoder.decode(&mut buf).unwrap().unwrap();
+        assert!(!decoder.inflation_waiting());
+        let span = decoder.inflated().unwrap();
+        assert_eq!(span.len(), 16);
+        let at = message(&a).data().as_ptr() as usize;
+        assert!(
+            span.contains(&at),
+            "lines are slices of the inflated buffer"
+        );
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap().unwrap(),
+            ndjson(3, "{\"b\":2}")
+        );
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap().unwrap(),
+            ndjson(3, "{\"c\":3}")
+        );
+        assert_eq!(decoder.inflated(), None, "used up");
+        // At end of input too: a waiting frame is not truncated.
+        assert_eq!(decoder.decode_eof(&mut buf).unwrap(), None);
+        assert!(decoder.inflation_waiting());
+        decoder.allow_inflation();
+        assert_eq!(
+            decoder.decode_eof(&mut buf).unwrap().unwrap(),
+            ndjson(3, "{\"d\":4}")
+        );
+        assert_eq!(decoder.decode_eof(&mut buf).unwrap(), None);
     }
 
     #[test]
