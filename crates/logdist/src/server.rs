@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::MemoryBudget;
 use crate::config::{AckMode, Config, ConfigError, MetricsConfig};
 use crate::control::admin::{self, AdminSettings};
 use crate::control::metrics_csv;
@@ -117,6 +118,7 @@ impl Server {
         let priorities =
             PriorityTable::new(config.priorities.levels.clone(), config.priorities.default);
         let directory = Arc::new(Directory::new(stats.clone(), router.clone()));
+        let budget = MemoryBudget::new(config.limits.max_buffered_bytes);
         let ingest = Arc::new(IngestContext {
             router: router.clone(),
             stats: stats.clone(),
@@ -128,11 +130,13 @@ impl Server {
                 max_decompressed_bytes: config.limits.max_decompressed_bytes,
             },
             priorities: Arc::new(priorities),
+            budget: budget.clone(),
         });
         let observed = Observed {
             stats: stats.clone(),
             directory: directory.clone(),
             router: router.clone(),
+            budget,
             started: Instant::now(),
         };
         let delivery = Arc::new(DeliveryContext {

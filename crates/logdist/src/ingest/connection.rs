@@ -4,13 +4,15 @@
 //! nothing is copied between this read and the analyzer's write. Routing a whole
 //! read's worth of messages happens before the next read, which is how
 //! backpressure works: while every analyzer is full, this socket is not read.
+//! Nor is it while the memory budget is spent: the next read waits for room
+//! in a charged buffer ([`ReadBuffer`]), and each message carries its share
+//! of that charge until it leaves logdist.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use logdist_router::{Cursor, Envelope, Placed, RoutingTable};
 use logdist_wire::{
     Decoded, ErrorCode, IngestDecoder, IngestError, RejectReason, Rejection, error_reply,
@@ -19,21 +21,19 @@ use tokio::io::AsyncReadExt;
 use tokio_util::codec::Decoder;
 
 use super::context::IngestContext;
+use super::read_buffer::ReadBuffer;
 use crate::config::AckMode;
 use crate::delivery::dead_letter::SHUTDOWN_ERROR;
 use crate::stats::{CLASSES, class_of};
 use crate::transport::Stream;
 use crate::transport::stream::write_all_flushed;
 
-/// Bytes asked of the socket per read; also the size of the buffers messages share.
-const READ_CHUNK: usize = 64 * 1024;
-
 const ACK_OK: &[u8] = b"{\"status\":\"ok\",\"message\":\"received\"}\n";
 
 pub struct EmitterConnection {
     stream: Stream,
     peer: SocketAddr,
-    buffer: BytesMut,
+    buffer: ReadBuffer,
     decoder: IngestDecoder,
     ack: AckMode,
     replies: Vec<u8>,
@@ -62,8 +62,8 @@ impl EmitterConnection {
         EmitterConnection {
             stream,
             peer,
-            buffer: BytesMut::with_capacity(READ_CHUNK),
-            decoder: IngestDecoder::new(ctx.limits, ctx.priorities.clone()),
+            buffer: ReadBuffer::new(),
+            decoder: IngestDecoder::new(ctx.limits, ctx.priorities.clone()).with_inflation_gate(),
             ack,
             replies: Vec::new(),
             tally: Tally::default(),
@@ -74,17 +74,9 @@ impl EmitterConnection {
     pub async fn run(mut self, ctx: &IngestContext) {
         let mut cursor = Cursor::new(cursor_seed(self.peer));
         let end = loop {
-            if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 4 {
-                self.buffer.reserve(READ_CHUNK);
-            }
-            let read = tokio::select! {
-                read = self.stream.read_buf(&mut self.buffer) => read,
-                _ = ctx.shutdown.stop_accepting.cancelled() => break End::Shutdown,
-            };
-            let eof = match read {
-                Ok(0) => true,
-                Ok(_) => false,
-                Err(err) => break End::Io(err),
+            let eof = match self.read(ctx).await {
+                Ok(read) => read == 0,
+                Err(end) => break end,
             };
             if let Err(end) = self.process(ctx, &mut cursor, eof).await {
                 break end;
@@ -117,9 +109,60 @@ impl EmitterConnection {
         }
     }
 
+    /// Reads once there is room in a charged buffer: a connection without a
+    /// block waits for its emitter to send before taking one from the budget,
+    /// then for the budget. An idle one gives its block back when the budget
+    /// is pressed. Returns the bytes read (0: end of stream).
+    async fn read(&mut self, ctx: &IngestContext) -> Result<usize, End> {
+        let stop = &ctx.shutdown.stop_accepting;
+        loop {
+            if !self.buffer.has_block() {
+                tokio::select! {
+                    peeked = self.stream.peek_byte() => match peeked {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Ok(0),
+                        Err(err) => return Err(End::Io(err)),
+                    },
+                    _ = stop.cancelled() => return Err(End::Shutdown),
+                }
+            }
+            tokio::select! {
+                _ = self.buffer.make_room(&ctx.budget) => {}
+                _ = stop.cancelled() => return Err(End::Shutdown),
+            }
+            let pressure = ctx.budget.pressure();
+            let idle = self.buffer.is_empty();
+            let step = tokio::select! {
+                read = self.stream.read_buf(self.buffer.bytes_mut()) => Step::Read(read),
+                _ = pressure, if idle => Step::GiveBack,
+                _ = stop.cancelled() => Step::Stop,
+            };
+            match step {
+                Step::Read(Ok(read)) => return Ok(read),
+                Step::Read(Err(err)) => return Err(End::Io(err)),
+                Step::GiveBack => self.buffer.give_back(),
+                Step::Stop => return Err(End::Shutdown),
+            }
+        }
+    }
+
     /// Decodes and routes every complete message in the buffer (and, at `eof`,
     /// what is left of it).
     async fn process(
+        &mut self,
+        ctx: &IngestContext,
+        cursor: &mut Cursor,
+        eof: bool,
+    ) -> Result<(), End> {
+        self.buffer.begin_pass();
+        let routed = self.route_all(ctx, cursor, eof).await;
+        self.buffer.end_pass();
+        routed?;
+        self.flush_tally(ctx);
+        Ok(())
+    }
+
+    async fn route_all(
         &mut self,
         ctx: &IngestContext,
         cursor: &mut Cursor,
@@ -130,12 +173,25 @@ impl EmitterConnection {
         let arrived = Instant::now();
         loop {
             let decoded = if eof {
-                self.decoder.decode_eof(&mut self.buffer)
+                self.decoder.decode_eof(self.buffer.bytes_mut())
             } else {
-                self.decoder.decode(&mut self.buffer)
+                self.decoder.decode(self.buffer.bytes_mut())
             };
+            self.buffer
+                .track_inflation(self.decoder.inflated(), self.decoder.inflation_waiting());
             let item = match decoded {
                 Ok(Some(item)) => item,
+                Ok(None) if self.decoder.inflation_waiting() => {
+                    // Budget for what the frame may inflate to, before inflating it.
+                    self.flush_tally(ctx);
+                    let give_up = ctx.shutdown.hard_stop.cancelled();
+                    let max = ctx.limits.max_decompressed_bytes;
+                    self.buffer
+                        .reserve_inflation(&ctx.budget, max, give_up)
+                        .await;
+                    self.decoder.allow_inflation();
+                    continue;
+                }
                 Ok(None) => break,
                 Err(err @ IngestError::BadLength { .. }) => {
                     let reason = err.to_string();
@@ -151,6 +207,7 @@ impl EmitterConnection {
             };
             match item {
                 Decoded::Message(message) => {
+                    let message = self.buffer.pin(message);
                     let acked = self.ack == AckMode::Message
                         && message.origin() == logdist_wire::Origin::Ndjson;
                     let env = Envelope::arrived_at(message, arrived);
@@ -162,7 +219,6 @@ impl EmitterConnection {
                 Decoded::Rejected(rejection) => self.reject(rejection),
             }
         }
-        self.flush_tally(ctx);
         Ok(())
     }
 
@@ -237,6 +293,14 @@ impl EmitterConnection {
         ctx.stats.held.add(std::mem::take(&mut t.held));
         ctx.stats.diverted.add(std::mem::take(&mut t.diverted));
     }
+}
+
+/// What woke a connection waiting to read.
+enum Step {
+    Read(std::io::Result<usize>),
+    /// The budget is pressed and this connection is idle.
+    GiveBack,
+    Stop,
 }
 
 enum End {

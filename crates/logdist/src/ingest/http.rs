@@ -12,9 +12,14 @@
 //! A packet is all or nothing: if it has no messages or one of them is not
 //! valid (not an object, bad priority, too long), none of its messages is
 //! routed, it counts as failed, and the invalid message is counted as rejected.
+//!
+//! The request's lines are charged to the memory budget before routing
+//! (waiting, like an emitter's read, while it is spent) and kept in one
+//! buffer that holds the charge until its last message is delivered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -29,6 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use super::context::IngestContext;
 use crate::api_error::{ApiError, parse_json};
+use crate::budget::Charge;
 use crate::delivery::dead_letter::SHUTDOWN_ERROR;
 use crate::stats::class_of;
 
@@ -102,12 +108,13 @@ async fn submit(
         processed_packets: Vec::new(),
         errors: Vec::new(),
     };
+    let arrived = Instant::now();
     let mut accepted = Vec::new();
     for (index, packet) in packets.iter().enumerate() {
         let id = packet_id(packet);
         match prepare(&http, packet) {
-            Ok(envelopes) => {
-                accepted.extend(envelopes);
+            Ok(lines) => {
+                accepted.extend(lines);
                 response.successful += 1;
                 let id = id.unwrap_or_else(|| generated_id(&http));
                 response.processed_packets.push(id);
@@ -121,7 +128,7 @@ async fn submit(
     let mut cursor = http.reserve_points(accepted.len());
     let routing = http.tasks.spawn({
         let http = http.clone();
-        async move { route(&http, &mut cursor, accepted).await }
+        async move { route(&http, &mut cursor, accepted, arrived).await }
     });
     if routing.await.is_err() {
         return Err(ApiError::internal("routing the messages failed"));
@@ -142,8 +149,9 @@ fn generated_id(http: &HttpIngest) -> String {
     format!("packet-{:08x}-{n}", rand::random::<u32>())
 }
 
-/// The packet's messages as envelopes, or why the packet fails.
-fn prepare(http: &HttpIngest, packet: &Value) -> Result<Vec<Envelope>, String> {
+/// The packet's messages as NDJSON lines with their priority, or why the
+/// packet fails.
+fn prepare(http: &HttpIngest, packet: &Value) -> Result<Vec<(u8, Vec<u8>)>, String> {
     let messages = match packet.get("messages") {
         Some(Value::Array(messages)) if !messages.is_empty() => messages,
         Some(Value::Array(_)) => return Err("packet has no messages".to_string()),
@@ -152,7 +160,7 @@ fn prepare(http: &HttpIngest, packet: &Value) -> Result<Vec<Envelope>, String> {
         None => return Err("packet must be a JSON object".to_string()),
     };
     let ctx = &http.ctx;
-    let mut envelopes = Vec::with_capacity(messages.len());
+    let mut lines = Vec::with_capacity(messages.len());
     for (i, message) in messages.iter().enumerate() {
         let line = serde_json::to_vec(message).expect("a JSON value serializes");
         let checked = if line.len() > ctx.limits.max_line_bytes {
@@ -161,23 +169,50 @@ fn prepare(http: &HttpIngest, packet: &Value) -> Result<Vec<Envelope>, String> {
             ndjson_priority(&line, &ctx.priorities)
         };
         match checked {
-            Ok(priority) => envelopes.push(Envelope::new(Message::from_ndjson_line(
-                priority,
-                line.into(),
-            ))),
+            Ok(priority) => lines.push((priority, line)),
             Err(rejection) => {
                 ctx.stats.reject(rejection.reason, 1);
                 return Err(format!("message {i}: {rejection}"));
             }
         }
     }
-    Ok(envelopes)
+    Ok(lines)
 }
 
-/// Routes like an emitter connection: counted as accepted, then placed,
-/// waiting out backpressure; dead-lettered if shutdown's grace runs out first.
-async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>) {
+/// Routes like an emitter connection: charged to the budget, counted as
+/// accepted, then placed, waiting out backpressure; dead-lettered if
+/// shutdown's grace runs out first.
+async fn route(
+    http: &HttpIngest,
+    cursor: &mut Cursor,
+    lines: Vec<(u8, Vec<u8>)>,
+    arrived: Instant,
+) {
     let ctx = &http.ctx;
+    let total = lines.iter().map(|(_, line)| line.len()).sum();
+    let charge = ctx
+        .budget
+        .charge(total, ctx.shutdown.hard_stop.cancelled())
+        .await;
+    // Only the messages hold it: delivery frees it.
+    charge.retire();
+    let mut data = Vec::with_capacity(total);
+    let mut spans = Vec::with_capacity(lines.len());
+    for (priority, line) in lines {
+        spans.push((priority, data.len()..data.len() + line.len()));
+        data.extend_from_slice(&line);
+    }
+    let data = axum::body::Bytes::from_owner(Charged {
+        data,
+        _charge: charge,
+    });
+    let envelopes: Vec<Envelope> = spans
+        .into_iter()
+        .map(|(priority, span)| {
+            let message = Message::from_ndjson_line(priority, data.slice(span));
+            Envelope::arrived_at(message, arrived)
+        })
+        .collect();
     for env in &envelopes {
         ctx.stats.accepted_by_class[class_of(env.priority())].add(1);
     }
@@ -187,5 +222,17 @@ async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>)
             Ok(placed) => ctx.stats.count(placed),
             Err(env) => ctx.dead_letters.send(env, Arc::from(SHUTDOWN_ERROR)),
         }
+    }
+}
+
+/// A request's lines, holding their charge on the budget.
+struct Charged {
+    data: Vec<u8>,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
     }
 }
