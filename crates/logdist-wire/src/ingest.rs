@@ -164,6 +164,13 @@ impl IngestDecoder {
         }
     }
 
+    /// Whether lines of an inflated gzip frame may still come from `decode`:
+    /// until it returns false, messages may be slices of the buffer last
+    /// handed to [`inflated`](Self::inflated).
+    pub fn inflating(&self) -> bool {
+        self.gzip_lines.is_some()
+    }
+
     /// Whether a message has begun and not ended: `buf` holds part of one,
     /// or the rest of an over-long line is still being skipped. Meaningful
     /// after `decode` returned `None`.

@@ -203,6 +203,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGDIST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
+    /// Most bytes of emitters' data held at once (read buffers, inflated gzip,
+    /// queued and in-flight messages); reading waits while it is spent.
+    #[arg(long, env = "LOGDIST_MAX_BUFFERED_BYTES")]
+    pub max_buffered_bytes: Option<usize>,
+
     /// Async runtime worker threads (0: one per CPU core). 1 uses the least
     /// CPU per message at moderate rates; more raise the throughput ceiling.
     #[arg(long, env = "LOGDIST_WORKER_THREADS")]
@@ -256,6 +261,10 @@ impl ServeArgs {
             self.max_decompressed_bytes,
         );
         set(&mut config.limits.max_connections, self.max_connections);
+        set(
+            &mut config.limits.max_buffered_bytes,
+            self.max_buffered_bytes,
+        );
         set(&mut config.runtime.worker_threads, self.worker_threads);
     }
 }

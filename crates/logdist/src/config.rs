@@ -20,6 +20,12 @@ use ipnet::IpNet;
 use logdist_wire::{AnalyzerFormat, DEFAULT_LEVELS, DEFAULT_PRIORITY, MAX_FRAME_BYTES_CEILING};
 use serde::Deserialize;
 
+/// `limits.max_buffered_bytes` by default: 512 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 512 << 20;
+
+/// The smallest `limits.max_buffered_bytes`: a few reads' worth.
+pub const MIN_MAX_BUFFERED_BYTES: usize = 1 << 20;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -251,6 +257,11 @@ pub struct LimitsConfig {
     /// completed for this long is closed; "0s" turns this off.
     #[serde(with = "humantime_serde")]
     pub frame_timeout: Duration,
+    /// Bytes of emitters' data held at once: read buffers (partial messages
+    /// included), inflated gzip buffers, and every queued, held, in-flight or
+    /// dead-lettering message, counted by the read block it pins. Reading
+    /// waits while it is spent.
+    pub max_buffered_bytes: usize,
 }
 
 /// How NDJSON messages without a `priority` field get one.
@@ -400,6 +411,7 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(300),
             frame_timeout: Duration::from_secs(30),
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -704,6 +716,13 @@ impl Config {
         if self.limits.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));
         }
+        let buffered = self.limits.max_buffered_bytes;
+        if buffered < MIN_MAX_BUFFERED_BYTES {
+            return Err(invalid(
+                "limits.max_buffered_bytes",
+                format!("must be at least {MIN_MAX_BUFFERED_BYTES} (1 MiB), got {buffered}"),
+            ));
+        }
         if !self.admin.listen.is_empty() && self.admin.listen.parse::<SocketAddr>().is_err() {
             return Err(invalid(
                 "admin.listen",
@@ -813,6 +832,7 @@ max_decompressed_bytes = 16777216
 max_connections = 10000
 idle_timeout = "5m"
 frame_timeout = "30s"
+max_buffered_bytes = 536870912
 
 [admin]
 listen = "127.0.0.1:8082"
@@ -984,6 +1004,13 @@ tls = { cert = "s.pem", key = "s-key.pem" }
         config.admin.listen = String::new();
         config.validate().unwrap();
         assert_eq!(config.admin.address(), None);
+
+        let mut config = Config::default();
+        config.limits.max_buffered_bytes = MIN_MAX_BUFFERED_BYTES - 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.max_buffered_bytes"), "{err}");
+        config.limits.max_buffered_bytes = MIN_MAX_BUFFERED_BYTES;
+        config.validate().unwrap();
     }
 
     fn problem(text: &str) -> String {

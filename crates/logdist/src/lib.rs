@@ -9,14 +9,15 @@
 //! - [`control`]: the admin HTTP API, Prometheus metrics, the CSV export and
 //!   config reload.
 //!
-//! Below them: [`config`], [`stats`], [`refusal`], [`closes`], [`shutdown`], [`accept`],
-//! [`api_error`] and [`transport`] (allow lists, TLS, the stream type every
+//! Below them: [`config`], [`stats`], [`budget`] (the memory budget), [`refusal`],
+//! [`closes`], [`shutdown`], [`accept`], [`api_error`] and [`transport`] (allow lists, TLS, the stream type every
 //! connection uses), which import none of the stages. Above them: [`server`],
 //! which wires the stages together, and [`cli`]. ARCHITECTURE.md at the
 //! repository root has the map and the invariants.
 
 pub mod accept;
 pub mod api_error;
+pub mod budget;
 pub mod cli;
 pub mod closes;
 pub mod config;

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::MemoryBudget;
 use crate::config::{AckMode, Config, ConfigError, MetricsConfig};
 use crate::control::admin::guard::AdminAuth;
 use crate::control::admin::{self, AdminSettings};
@@ -131,6 +132,7 @@ impl Server {
         }));
         let admin_auth = Arc::new(AdminAuth::new(secrets.admin_token.as_ref()));
         warn_if_open(config, &secrets, &gates.analyzers);
+        let budget = MemoryBudget::new(config.limits.max_buffered_bytes);
         let ingest = Arc::new(IngestContext {
             router: router.clone(),
             stats: stats.clone(),
@@ -144,11 +146,13 @@ impl Server {
             priorities: Arc::new(priorities),
             timeouts: EmitterTimeouts::from_limits(&config.limits),
             inflation_slots: IngestContext::inflation_slots(),
+            budget: budget.clone(),
         });
         let observed = Observed {
             stats: stats.clone(),
             directory: directory.clone(),
             router: router.clone(),
+            budget,
             started: Instant::now(),
         };
         let delivery = Arc::new(DeliveryContext {

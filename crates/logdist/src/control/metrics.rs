@@ -365,6 +365,31 @@ impl Collector for Scrape {
             "Messages in the holding queue.",
             holding as f64,
         )?;
+        let budget = &observed.budget;
+        gauge(
+            e,
+            "logdist_buffered_bytes",
+            "Bytes of emitters' data held (read buffers, inflated gzip, queued, held and in-flight messages by the blocks they pin).",
+            budget.used() as f64,
+        )?;
+        gauge(
+            e,
+            "logdist_buffered_bytes_limit",
+            "limits.max_buffered_bytes: reading from emitters waits while buffered bytes would exceed it.",
+            budget.limit() as f64,
+        )?;
+        counter(
+            e,
+            "logdist_reads_waited_for_budget",
+            "Times ingest waited for memory budget before reading on (a read, a gzip inflation, an HTTP request).",
+            budget.waits(),
+        )?;
+        counter(
+            e,
+            "logdist_buffered_bytes_overdrafts",
+            "Times one charge was let past limits.max_buffered_bytes because nothing else would free budget.",
+            budget.overdrafts(),
+        )?;
         gauge(
             e,
             "logdist_uptime_seconds",

@@ -1,5 +1,6 @@
 //! What the operator-facing outputs (admin API, Prometheus, CSV) read: the
-//! counters, the analyzer directory and the router's holding queue. Read
+//! counters, the analyzer directory, the router's holding queue and the
+//! memory budget. Read
 //! only: control changes go through the directory's own methods.
 
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Instant;
 
 use logdist_router::Router;
 
+use crate::budget::MemoryBudget;
 use crate::delivery::directory::Directory;
 use crate::stats::Stats;
 
@@ -15,6 +17,7 @@ pub struct Observed {
     pub stats: Arc<Stats>,
     pub directory: Arc<Directory>,
     pub router: Arc<Router>,
+    pub budget: Arc<MemoryBudget>,
     /// When the server was bound, for uptimes.
     pub started: Instant,
 }

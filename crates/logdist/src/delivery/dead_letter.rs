@@ -131,17 +131,28 @@ impl DeadLetters {
     }
 }
 
+/// Most text encoded before it is written: bounds the copy the records are
+/// (the letters themselves are charged to the memory budget until written).
+const BATCH_TEXT: usize = 1 << 20;
+
 fn write_loop(path: PathBuf, rx: Receiver<Command>, stats: &Stats, pending: &AtomicU64) {
     let mut text = Vec::with_capacity(4096);
+    // Kept until their records are synced: a message leaves logdist's
+    // custody, and gives its memory back to the budget, only then.
+    let mut letters = Vec::new();
     let mut closing = false;
     while !closing {
-        let mut count = 0u64;
         text.clear();
-        for command in std::iter::once(rx.recv()).chain(rx.try_iter().map(Ok)) {
+        letters.clear();
+        let more = std::iter::once(rx.recv()).chain(rx.try_iter().map(Ok));
+        for command in more {
             match command {
                 Ok(Command::Write(letter)) => {
                     encode(&letter, &mut text);
-                    count += 1;
+                    letters.push(letter);
+                    if text.len() >= BATCH_TEXT {
+                        break;
+                    }
                 }
                 Ok(Command::Close) | Err(_) => {
                     closing = true;
@@ -149,6 +160,7 @@ fn write_loop(path: PathBuf, rx: Receiver<Command>, stats: &Stats, pending: &Ato
                 }
             }
         }
+        let count = letters.len() as u64;
         if count == 0 {
             continue;
         }

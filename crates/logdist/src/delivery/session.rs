@@ -515,7 +515,8 @@ struct InFlight {
 impl InFlight {
     /// Releases the messages a cumulative ack of `acked` covers, counting them
     /// delivered (globally, per class with their latency, and for the analyzer);
-    /// returns how many.
+    /// returns how many. This is where a delivered message is dropped, and with
+    /// the last message of a read block the block's memory budget comes back.
     fn release_to(&mut self, acked: u64, stats: &Stats, analyzer: &Counter) -> u64 {
         let newly = acked - self.released;
         if newly == 0 {

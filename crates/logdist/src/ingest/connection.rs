@@ -4,6 +4,10 @@
 //! nothing is copied between this read and the analyzer's write. Routing a whole
 //! read's worth of messages happens before the next read, which is how
 //! backpressure works: while every analyzer is full, this socket is not read.
+//! Nor is it while the memory budget is spent: the next read waits for room
+//! in a charged buffer ([`ReadBuffer`]), a gzip frame for the budget of what
+//! it may inflate to, and each message carries its share of that charge
+//! until it leaves logdist.
 //!
 //! What a hostile or broken peer can cost is bounded:
 //!
@@ -13,7 +17,7 @@
 //!   and a peer that does not read its replies stops being read.
 //! - **Time on the worker.** Decoding yields to the other tasks every
 //!   [`YIELD_EVERY_MESSAGES`] messages, [`YIELD_EVERY_BYTES`] message bytes
-//!   or [`YIELD_AFTER`] (see [`Budget`]), and a gzip frame is inflated on a blocking thread (after a first
+//!   or [`YIELD_AFTER`] (see [`Turn`]), and a gzip frame is inflated on a blocking thread (after a first
 //!   [`INLINE_INFLATE_BYTES`] inline, which is all a small frame needs), in
 //!   one of a few inflation slots.
 //! - **Silence.** `limits.idle_timeout` closes a connection that sends
@@ -26,6 +30,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,15 +43,13 @@ use tokio::io::AsyncReadExt;
 use tokio_util::codec::Decoder;
 
 use super::context::{EmitterTimeouts, IngestContext};
+use super::read_buffer::ReadBuffer;
 use crate::closes::CloseReason;
 use crate::config::AckMode;
 use crate::delivery::dead_letter::SHUTDOWN_ERROR;
 use crate::stats::{CLASSES, class_of};
 use crate::transport::Stream;
 use crate::transport::stream::write_all_flushed;
-
-/// Bytes asked of the socket per read; also the size of the buffers messages share.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// Pending replies are written once there are this many bytes of them.
 const REPLY_FLUSH_BYTES: usize = 64 * 1024;
@@ -75,7 +78,7 @@ const ACK_OK: &[u8] = b"{\"status\":\"ok\",\"message\":\"received\"}\n";
 pub struct EmitterConnection {
     stream: Stream,
     peer: SocketAddr,
-    buffer: BytesMut,
+    buffer: ReadBuffer,
     decoder: IngestDecoder,
     ack: AckMode,
     replies: Vec<u8>,
@@ -104,7 +107,7 @@ impl EmitterConnection {
         EmitterConnection {
             stream,
             peer,
-            buffer: BytesMut::with_capacity(READ_CHUNK),
+            buffer: ReadBuffer::new(),
             decoder: IngestDecoder::new(ctx.limits, ctx.priorities.clone()).defer_gzip(),
             ack,
             replies: Vec::new(),
@@ -116,37 +119,11 @@ impl EmitterConnection {
     /// stalls past a timeout, or shutdown.
     pub async fn run(mut self, ctx: &IngestContext) {
         let mut cursor = Cursor::new(cursor_seed(self.peer));
-        let mut progress = Progress::new(ctx.timeouts, tokio::time::Instant::now());
-        // Never later than the next deadline; reset only when that moves
-        // earlier, or when it fires early (the deadline moved later).
-        let timer = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
-        tokio::pin!(timer);
+        let mut watchdog = Watchdog::new(ctx.timeouts);
         let end = loop {
-            if self.buffer.capacity() - self.buffer.len() < READ_CHUNK / 4 {
-                self.buffer.reserve(READ_CHUNK);
-            }
-            let due = progress.deadline();
-            if let Some((at, _)) = due
-                && at < timer.deadline()
-            {
-                timer.as_mut().reset(at);
-            }
-            let read = tokio::select! {
-                read = self.stream.read_buf(&mut self.buffer) => read,
-                _ = ctx.shutdown.stop_accepting.cancelled() => break End::Shutdown,
-                () = &mut timer, if due.is_some() => {
-                    let (at, reason) = due.expect("only armed with a deadline");
-                    if tokio::time::Instant::now() >= at {
-                        break End::Stalled(reason, progress.detail(reason));
-                    }
-                    timer.as_mut().reset(at);
-                    continue;
-                }
-            };
-            let eof = match read {
-                Ok(0) => true,
-                Ok(_) => false,
-                Err(err) => break End::Io(err),
+            let eof = match self.read(ctx, &mut watchdog).await {
+                Ok(read) => read == 0,
+                Err(end) => break end,
             };
             let decoded = match self.process(ctx, &mut cursor, eof).await {
                 Ok(decoded) => decoded,
@@ -158,10 +135,10 @@ impl EmitterConnection {
             if eof {
                 break End::Eof;
             }
-            progress.advanced(
+            watchdog.progress.advanced(
                 tokio::time::Instant::now(),
                 decoded > 0,
-                self.decoder.in_message(&self.buffer),
+                self.decoder.in_message(self.buffer.bytes()),
             );
         };
         let end = match end {
@@ -183,7 +160,7 @@ impl EmitterConnection {
             End::HardStop => tracing::debug!(
                 peer = %self.peer,
                 accepted = self.tally.total_accepted,
-                undecoded_bytes = self.buffer.len(),
+                undecoded_bytes = self.buffer.bytes().len(),
                 "emitter connection cut at the end of the shutdown grace period"
             ),
             End::Io(err) => tracing::info!(peer = %self.peer, %err, "emitter connection failed"),
@@ -197,6 +174,40 @@ impl EmitterConnection {
         }
     }
 
+    /// Reads once there is room in a charged buffer: a connection without a
+    /// block waits for its emitter to send before taking one from the budget,
+    /// then for the budget (time the watchdog does not count: the wait is
+    /// logdist's). An idle connection gives its block back when the budget is
+    /// pressed. Returns the bytes read (0: end of stream).
+    async fn read(&mut self, ctx: &IngestContext, watchdog: &mut Watchdog) -> Result<usize, End> {
+        let stop = &ctx.shutdown.stop_accepting;
+        loop {
+            if !self.buffer.has_block() {
+                tokio::select! {
+                    peeked = self.stream.peek_byte() => match peeked {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Ok(0),
+                        Err(err) => return Err(End::Io(err)),
+                    },
+                    _ = stop.cancelled() => return Err(End::Shutdown),
+                    (reason, detail) = watchdog.expired() => return Err(End::Stalled(reason, detail)),
+                }
+            }
+            tokio::select! {
+                _ = self.buffer.make_room(&ctx.budget) => {}
+                _ = stop.cancelled() => return Err(End::Shutdown),
+            }
+            let pressure = ctx.budget.pressure();
+            let idle = self.buffer.bytes().is_empty();
+            tokio::select! {
+                read = self.stream.read_buf(self.buffer.bytes_mut()) => return read.map_err(End::Io),
+                _ = pressure, if idle => self.buffer.give_back(),
+                _ = stop.cancelled() => return Err(End::Shutdown),
+                (reason, detail) = watchdog.expired() => return Err(End::Stalled(reason, detail)),
+            }
+        }
+    }
+
     /// Decodes and routes every complete message in the buffer (and, at `eof`,
     /// what is left of it); returns how many messages (and rejections and
     /// gzip frames) it decoded.
@@ -206,13 +217,26 @@ impl EmitterConnection {
         cursor: &mut Cursor,
         eof: bool,
     ) -> Result<u64, End> {
+        self.buffer.begin_pass();
+        let decoded = self.route_all(ctx, cursor, eof).await;
+        self.buffer.end_pass();
+        self.flush_tally(ctx);
+        decoded
+    }
+
+    async fn route_all(
+        &mut self,
+        ctx: &IngestContext,
+        cursor: &mut Cursor,
+        eof: bool,
+    ) -> Result<u64, End> {
         // One table and one arrival time for the read: nothing per message.
         let mut table = ctx.router.load_full();
         let arrived = Instant::now();
         let mut decoded = 0;
-        let mut budget = Budget::starting(arrived);
+        let mut turn = Turn::starting(arrived);
         loop {
-            if budget.spent() {
+            if turn.spent() {
                 // Let the other connections on this worker have their turn.
                 self.flush_tally(ctx);
                 tokio::task::yield_now().await;
@@ -220,13 +244,16 @@ impl EmitterConnection {
                     return Err(End::HardStop);
                 }
                 table = ctx.router.load_full();
-                budget = Budget::starting(Instant::now());
+                turn = Turn::starting(Instant::now());
             }
             let next = if eof {
-                self.decoder.decode_eof(&mut self.buffer)
+                self.decoder.decode_eof(self.buffer.bytes_mut())
             } else {
-                self.decoder.decode(&mut self.buffer)
+                self.decoder.decode(self.buffer.bytes_mut())
             };
+            if !self.decoder.inflating() {
+                self.buffer.end_inflation();
+            }
             let item = match next {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
@@ -245,7 +272,8 @@ impl EmitterConnection {
             decoded += 1;
             match item {
                 Decoded::Message(message) => {
-                    budget.charge(message.data().len());
+                    let message = self.buffer.pin(message);
+                    turn.charge(message.data().len());
                     let acked = self.ack == AckMode::Message
                         && message.origin() == logdist_wire::Origin::Ndjson;
                     let env = Envelope::arrived_at(message, arrived);
@@ -255,12 +283,12 @@ impl EmitterConnection {
                     }
                 }
                 Decoded::Rejected(rejection) => {
-                    budget.charge(0);
+                    turn.charge(0);
                     self.reject(rejection);
                 }
                 Decoded::Gzip(frame) => {
-                    let inflated = inflate(ctx, frame).await?;
-                    budget.charge(inflated.as_ref().map_or(0, BytesMut::len));
+                    let inflated = self.inflate(ctx, frame).await?;
+                    turn.charge(inflated.as_ref().map_or(0, BytesMut::len));
                     if let Some(Decoded::Rejected(rejection)) = self.decoder.inflated(inflated) {
                         self.reject(rejection);
                     }
@@ -270,8 +298,38 @@ impl EmitterConnection {
                 self.flush_replies(ctx).await?;
             }
         }
-        self.flush_tally(ctx);
         Ok(decoded)
+    }
+
+    /// Inflates a gzip frame once the budget has room for what it may
+    /// inflate to (`max_decompressed_bytes`); what it did inflate to stays
+    /// charged while its lines are in logdist.
+    async fn inflate(
+        &mut self,
+        ctx: &IngestContext,
+        frame: GzipFrame,
+    ) -> Result<Result<BytesMut, Rejection>, End> {
+        let hard_stop = &ctx.shutdown.hard_stop;
+        let max = ctx.limits.max_decompressed_bytes;
+        let mut charge = match ctx.budget.try_charge(max) {
+            Some(charge) => charge,
+            None => {
+                // Waiting may be long: publish the counts and replies first.
+                self.flush_tally(ctx);
+                self.flush_replies(ctx).await?;
+                let charge = ctx.budget.charge(max, hard_stop.cancelled()).await;
+                if hard_stop.is_cancelled() {
+                    return Err(End::HardStop);
+                }
+                charge
+            }
+        };
+        let inflated = inflate(ctx, frame).await?;
+        if let Ok(lines) = &inflated {
+            charge.shrink_to(lines.len());
+            self.buffer.start_inflation(charge, lines);
+        }
+        Ok(inflated)
     }
 
     async fn route(
@@ -369,18 +427,19 @@ enum End {
     Stalled(CloseReason, String),
 }
 
-/// Decoding budget between two yields: [`YIELD_EVERY_MESSAGES`] messages,
-/// [`YIELD_EVERY_BYTES`] message bytes or [`YIELD_AFTER`], whichever comes
-/// first (the clock is read every [`CLOCK_EVERY_MESSAGES`] messages).
-struct Budget {
+/// One turn of decoding between two yields: [`YIELD_EVERY_MESSAGES`]
+/// messages, [`YIELD_EVERY_BYTES`] message bytes or [`YIELD_AFTER`],
+/// whichever comes first (the clock is read every [`CLOCK_EVERY_MESSAGES`]
+/// messages).
+struct Turn {
     since: Instant,
     messages: u32,
     bytes: usize,
 }
 
-impl Budget {
+impl Turn {
     fn starting(since: Instant) -> Self {
-        Budget {
+        Turn {
             since,
             messages: 0,
             bytes: 0,
@@ -435,6 +494,44 @@ async fn sleep_or_never(duration: Option<Duration>) {
     match duration {
         Some(duration) => tokio::time::sleep(duration).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Ends a connection whose emitter makes no progress: [`Progress`] and one
+/// timer for its next deadline.
+struct Watchdog {
+    progress: Progress,
+    /// Never later than the next deadline; reset only when that moves
+    /// earlier, or when it fires early (the deadline moved later): no timer
+    /// work per read.
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Watchdog {
+    fn new(timeouts: EmitterTimeouts) -> Self {
+        let far = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        Watchdog {
+            progress: Progress::new(timeouts, tokio::time::Instant::now()),
+            timer: Box::pin(tokio::time::sleep_until(far)),
+        }
+    }
+
+    /// Completes when a deadline has passed, with why; never when both
+    /// timeouts are off. Cancel-safe.
+    async fn expired(&mut self) -> (CloseReason, String) {
+        loop {
+            let Some((at, reason)) = self.progress.deadline() else {
+                return std::future::pending().await;
+            };
+            if at < self.timer.deadline() {
+                self.timer.as_mut().reset(at);
+            }
+            self.timer.as_mut().await;
+            if tokio::time::Instant::now() >= at {
+                return (reason, self.progress.detail(reason));
+            }
+            self.timer.as_mut().reset(at);
+        }
     }
 }
 
@@ -577,26 +674,26 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_runs_out_by_count_bytes_or_time() {
-        let mut budget = Budget::starting(Instant::now());
+    fn a_turn_ends_by_count_bytes_or_time() {
+        let mut turn = Turn::starting(Instant::now());
         for _ in 0..YIELD_EVERY_MESSAGES - 1 {
-            budget.charge(10);
+            turn.charge(10);
         }
-        assert!(!budget.spent());
-        budget.charge(10);
-        assert!(budget.spent());
-        let mut budget = Budget::starting(Instant::now());
-        budget.charge(YIELD_EVERY_BYTES);
-        assert!(budget.spent());
-        let mut budget = Budget::starting(Instant::now() - YIELD_AFTER);
-        budget.charge(0);
+        assert!(!turn.spent());
+        turn.charge(10);
+        assert!(turn.spent());
+        let mut turn = Turn::starting(Instant::now());
+        turn.charge(YIELD_EVERY_BYTES);
+        assert!(turn.spent());
+        let mut turn = Turn::starting(Instant::now() - YIELD_AFTER);
+        turn.charge(0);
         assert!(
-            !budget.spent(),
+            !turn.spent(),
             "the clock is read every {CLOCK_EVERY_MESSAGES} messages"
         );
         for _ in 1..CLOCK_EVERY_MESSAGES {
-            budget.charge(0);
+            turn.charge(0);
         }
-        assert!(budget.spent());
+        assert!(turn.spent());
     }
 }

@@ -1,7 +1,8 @@
 //! What every emitter connection shares: how to decode (limits, the priority
 //! table), where messages go (the router), where they go when shutdown's
 //! grace runs out first (the dead-letter file), how long a peer may make no
-//! progress, the gzip inflation slots, and the counters.
+//! progress, the gzip inflation slots, the memory budget every read is
+//! charged to, and the counters.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use logdist_router::Router;
 use logdist_wire::{IngestLimits, PriorityTable};
 use tokio::sync::Semaphore;
 
+use crate::budget::MemoryBudget;
 use crate::config::LimitsConfig;
 use crate::delivery::dead_letter::DeadLetters;
 use crate::shutdown::Shutdown;
@@ -28,6 +30,8 @@ pub struct IngestContext {
     /// bounds the threads, CPU and memory that inflation takes, however
     /// many emitters send large frames.
     pub inflation_slots: Arc<Semaphore>,
+    /// `limits.max_buffered_bytes`.
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl IngestContext {

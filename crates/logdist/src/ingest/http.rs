@@ -20,9 +20,14 @@
 //! whole first; its envelopes are then built and routed [`CHUNK`] at a time.
 //! So beyond the body a request holds one message's parse tree, one chunk of
 //! envelopes and its reply (at most [`MAX_REPORTED_ERRORS`] error entries).
+//!
+//! Each chunk's lines are charged to the memory budget before they are
+//! routed (waiting, like an emitter's read, while it is spent) and kept in
+//! one buffer that holds the charge until its last message is delivered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -39,14 +44,15 @@ use tokio_util::task::TaskTracker;
 
 use super::context::IngestContext;
 use crate::api_error::{ApiError, body as read_body};
+use crate::budget::Charge;
+use crate::delivery::dead_letter::SHUTDOWN_ERROR;
+use crate::stats::class_of;
 
 /// Envelopes built and routed at a time.
 const CHUNK: usize = 1024;
 
 /// Failed packets whose reason the reply lists; the others are only counted.
 pub const MAX_REPORTED_ERRORS: usize = 100;
-use crate::delivery::dead_letter::SHUTDOWN_ERROR;
-use crate::stats::class_of;
 
 /// What the handler shares between requests.
 struct HttpIngest {
@@ -231,18 +237,59 @@ fn check(http: &HttpIngest, messages: &[u8]) -> Result<(), String> {
 
 /// Routes a checked packet's messages, [`CHUNK`] envelopes at a time.
 async fn route_packet(http: &HttpIngest, messages: &[u8]) {
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let arrived = Instant::now();
     let mut elements = Elements::of(messages).into_iter().flatten().peekable();
     while elements.peek().is_some() {
-        chunk.extend(elements.by_ref().take(CHUNK).filter_map(|message| {
-            let (priority, line) = prepare(http, message).ok()?;
-            Some(Envelope::new(Message::from_ndjson_line(
-                priority,
-                line.into(),
-            )))
-        }));
-        let mut cursor = http.reserve_points(chunk.len());
-        route(http, &mut cursor, std::mem::take(&mut chunk)).await;
+        let lines: Vec<(u8, Vec<u8>)> = elements
+            .by_ref()
+            .take(CHUNK)
+            .filter_map(|message| prepare(http, message).ok())
+            .collect();
+        let envelopes = charged(http, lines, arrived).await;
+        let mut cursor = http.reserve_points(envelopes.len());
+        route(http, &mut cursor, envelopes).await;
+    }
+}
+
+/// The lines as envelopes sharing one buffer, charged to the memory budget
+/// (waiting while it is spent) until their last message is delivered.
+async fn charged(http: &HttpIngest, lines: Vec<(u8, Vec<u8>)>, arrived: Instant) -> Vec<Envelope> {
+    let ctx = &http.ctx;
+    let total = lines.iter().map(|(_, line)| line.len()).sum();
+    let charge = ctx
+        .budget
+        .charge(total, ctx.shutdown.hard_stop.cancelled())
+        .await;
+    // Only the messages hold it: delivery frees it.
+    charge.retire();
+    let mut data = Vec::with_capacity(total);
+    let mut spans = Vec::with_capacity(lines.len());
+    for (priority, line) in lines {
+        spans.push((priority, data.len()..data.len() + line.len()));
+        data.extend_from_slice(&line);
+    }
+    let data = Bytes::from_owner(Charged {
+        data,
+        _charge: charge,
+    });
+    spans
+        .into_iter()
+        .map(|(priority, span)| {
+            let message = Message::from_ndjson_line(priority, data.slice(span));
+            Envelope::arrived_at(message, arrived)
+        })
+        .collect()
+}
+
+/// A chunk's lines, holding their charge on the budget.
+struct Charged {
+    data: Vec<u8>,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
     }
 }
 

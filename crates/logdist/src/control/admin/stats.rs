@@ -73,6 +73,13 @@ struct Totals {
     queued: u64,
     in_flight: u64,
     holding: usize,
+    /// The memory budget (`limits.max_buffered_bytes`): bytes charged now.
+    buffered_bytes: usize,
+    buffered_bytes_limit: usize,
+    /// Times ingest waited for budget before reading on.
+    reads_waited_for_budget: u64,
+    /// Times one charge was let past the limit (see docs/operations.md).
+    buffered_bytes_overdrafts: u64,
 }
 
 #[derive(Serialize)]
@@ -132,6 +139,10 @@ pub(super) async fn stats(State(admin): AppState) -> Json<impl Serialize> {
         queued: analyzers.iter().map(|a| a.queue_depth).sum(),
         in_flight,
         holding,
+        buffered_bytes: observed.budget.used(),
+        buffered_bytes_limit: observed.budget.limit(),
+        reads_waited_for_budget: observed.budget.waits(),
+        buffered_bytes_overdrafts: observed.budget.overdrafts(),
     };
     let body = StatsResponse {
         total_packets_received: s.accepted,
