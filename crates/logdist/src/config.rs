@@ -38,6 +38,58 @@ pub struct Config {
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
     pub runtime: RuntimeConfig,
+    pub durability: DurabilityConfig,
+}
+
+/// Where accepted messages live until they are done (docs/operations.md,
+/// "Durability").
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurabilityConfig {
+    pub mode: DurabilityMode,
+    /// The spool directory (disk mode); created if missing, locked.
+    pub dir: PathBuf,
+    pub sync: SpoolSync,
+    /// Group commit: how long to gather appends before one sync.
+    #[serde(with = "humantime_serde")]
+    pub max_batch_delay: Duration,
+    pub segment_bytes: u64,
+    /// Bytes of spool on disk at most; emitters are slowed past it.
+    pub max_bytes: u64,
+}
+
+impl Default for DurabilityConfig {
+    fn default() -> Self {
+        DurabilityConfig {
+            mode: DurabilityMode::Memory,
+            dir: PathBuf::from("data/spool"),
+            sync: SpoolSync::Fsync,
+            max_batch_delay: Duration::from_millis(2),
+            segment_bytes: 64 << 20,
+            max_bytes: 10 << 30,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Messages live in memory only: a crash loses what logdist holds.
+    #[default]
+    Memory,
+    /// Every accepted message is in the spool before its emitter is told `ok`.
+    Disk,
+}
+
+/// When a message in the spool counts as stored (`durability.sync`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolSync {
+    /// After `fdatasync`: survives power loss.
+    #[default]
+    Fsync,
+    /// After `write(2)`: survives a crash of logdist, not of the host.
+    Write,
 }
 
 /// The async runtime.
@@ -335,6 +387,40 @@ impl AnalyzersConfig {
     }
 }
 
+impl DurabilityConfig {
+    /// Segment sizes between these: a segment's offsets are 32-bit, and a
+    /// tiny one would mean a file per handful of messages.
+    const SEGMENT_BYTES: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 30);
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !Self::SEGMENT_BYTES.contains(&self.segment_bytes) {
+            return Err(invalid(
+                "durability.segment_bytes",
+                "must be between 1048576 (1 MiB) and 1073741824 (1 GiB)",
+            ));
+        }
+        if self.max_bytes < 2 * self.segment_bytes {
+            return Err(invalid(
+                "durability.max_bytes",
+                "must be at least twice durability.segment_bytes (space is freed a whole segment at a time)",
+            ));
+        }
+        if self.max_batch_delay > Duration::from_secs(1) {
+            return Err(invalid(
+                "durability.max_batch_delay",
+                "must be at most 1s (every acknowledgement to an emitter waits for it)",
+            ));
+        }
+        if self.mode == DurabilityMode::Disk && self.dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "durability.dir",
+                "must name a directory in disk mode",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A CIDR network, or a bare address as a one-address network.
 fn parse_network(text: &str) -> Option<ipnet::IpNet> {
     let text = text.trim();
@@ -363,6 +449,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
             runtime: RuntimeConfig::default(),
+            durability: DurabilityConfig::default(),
         }
     }
 }
@@ -603,6 +690,7 @@ impl Config {
         if self.admin.max_connections == 0 {
             return Err(invalid("admin.max_connections", "must be at least 1"));
         }
+        self.durability.validate()?;
         if self.admin.header_read_timeout.is_zero() {
             return Err(invalid(
                 "admin.header_read_timeout",
@@ -983,6 +1071,40 @@ tls = { cert = "s.pem", key = "s-key.pem" }
         assert_eq!(config.limits.frame_timeout, Duration::from_millis(250));
         let err = Config::from_toml("[limits]\nidle_timeout = 5\n").unwrap_err();
         assert!(err.to_string().contains("idle_timeout"), "{err}");
+    }
+
+    #[test]
+    fn durability_parses_and_bad_sizes_are_named() {
+        let config = Config::from_toml(
+            "[durability]\nmode = \"disk\"\ndir = \"/var/lib/logdist\"\nsync = \"write\"\nmax_batch_delay = \"5ms\"\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.durability.mode, DurabilityMode::Disk);
+        assert_eq!(config.durability.sync, SpoolSync::Write);
+        assert_eq!(config.durability.max_batch_delay, Duration::from_millis(5));
+        let bad = |toml: &str, key: &str| {
+            let err = Config::from_toml(toml).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        };
+        bad(
+            "[durability]\nsegment_bytes = 1000\n",
+            "durability.segment_bytes",
+        );
+        bad(
+            "[durability]\nsegment_bytes = 1048576\nmax_bytes = 1048576\n",
+            "durability.max_bytes",
+        );
+        bad(
+            "[durability]\nmax_batch_delay = \"2s\"\n",
+            "durability.max_batch_delay",
+        );
+        bad(
+            "[durability]\nmode = \"disk\"\ndir = \"\"\n",
+            "durability.dir",
+        );
+        let err = Config::from_toml("[durability]\nmode = \"ssd\"\n").unwrap_err();
+        assert!(err.to_string().contains("mode"), "{err}");
     }
 
     #[test]

@@ -299,6 +299,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         admin,
         metrics,
         runtime,
+        durability,
     } = new;
     let mut changed = Vec::new();
     // What a reload applies itself (static analyzers, allow lists, TLS
@@ -352,6 +353,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("admin", old_admin != *admin),
         ("metrics", old.metrics != *metrics),
         ("runtime", old.runtime != *runtime),
+        ("durability", old.durability != *durability),
     ];
     for (name, differs) in sections {
         if differs {
