@@ -340,8 +340,10 @@ impl Spool {
     }
 
     /// Writes and syncs everything appended and acknowledged so far, then
-    /// stops the writer. Appends after this are refused with [`Full`].
-    /// Returns once the writer is done (a second call waits for the first).
+    /// stops the writer. Appends after this are refused with [`Full`];
+    /// reads still work. Blocks until the writer is done (a batch to write
+    /// and sync: from async code, a `spawn_blocking`); a second call waits
+    /// for the first. The directory stays locked until the spool is dropped.
     pub fn close(&self) {
         let mut writer = self.writer.lock();
         let Some(handle) = writer.take() else {

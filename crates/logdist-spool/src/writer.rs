@@ -47,6 +47,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Attempts at close before giving up on a batch (five seconds): closing
 /// must end even when the disk is gone.
 const ATTEMPTS_AT_CLOSE: u32 = 50;
+/// Pending-vector capacity kept between batches.
+const KEEP_ENTRIES: usize = 64 * 1024;
 /// A failing write is logged the first time, then every this many attempts.
 const LOG_EVERY: u32 = 50;
 
@@ -127,6 +129,9 @@ impl Writer {
             self.publish_stats();
             self.appends.clear();
             self.acks.clear();
+            // A burst's vectors are not kept (they go back to the queue).
+            self.appends.shrink_to(KEEP_ENTRIES);
+            self.acks.shrink_to(KEEP_ENTRIES);
         }
         self.sync_acks_at_close();
     }
