@@ -1,7 +1,8 @@
 //! The unit the router moves: a message plus the little delivery state that
 //! travels with it.
 
-use std::sync::Arc;
+use std::num::NonZeroU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use logdist_wire::Message;
@@ -15,7 +16,10 @@ use logdist_wire::Message;
 pub struct Envelope {
     pub message: Message,
     /// When the distributor read the message, for end-to-end latency.
-    pub arrived: Instant,
+    arrived: Arrival,
+    /// The message's record in the disk spool (a `logdist_spool::RecordId`):
+    /// `None` in memory mode. Delivery tells the spool when it is done.
+    pub spooled: Option<NonZeroU64>,
     /// The analyzers whose connections failed holding this message, oldest
     /// first; `None` until the first failure, so a healthy path never allocates.
     #[expect(
@@ -36,9 +40,15 @@ impl Envelope {
     pub fn arrived_at(message: Message, arrived: Instant) -> Self {
         Envelope {
             message,
-            arrived,
+            arrived: Arrival::at(arrived),
+            spooled: None,
             tried: None,
         }
+    }
+
+    /// When the distributor read the message.
+    pub fn arrived(&self) -> Instant {
+        self.arrived.instant()
     }
 
     /// Records a failed delivery attempt at analyzer `id`.
@@ -63,6 +73,28 @@ impl Envelope {
     }
 }
 
+/// An `Instant` in 8 bytes instead of 16: nanoseconds since a process-wide
+/// epoch (the first arrival). Keeps the envelope at 64 bytes with room for
+/// its spool record; 2^64 ns is 584 years.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Arrival(u64);
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+impl Arrival {
+    fn at(instant: Instant) -> Self {
+        let epoch = *EPOCH.get_or_init(|| instant);
+        // An instant before the epoch (read by another thread just before it
+        // was set) counts as the epoch: nanoseconds early at most.
+        Arrival(instant.saturating_duration_since(epoch).as_nanos() as u64)
+    }
+
+    fn instant(self) -> Instant {
+        let epoch = *EPOCH.get().expect("set by the arrival that made this one");
+        epoch + std::time::Duration::from_nanos(self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,7 +105,7 @@ mod tests {
         let env = Envelope::new(Message::from_frame(Bytes::from_static(b"\0\0\0\x06\x07x")));
         assert_eq!(env.attempts(), 0);
         assert_eq!(env.priority(), 7);
-        assert!(env.arrived <= Instant::now());
+        assert!(env.arrived() <= Instant::now());
         assert!(env.tried().is_empty());
     }
 
@@ -88,6 +120,22 @@ mod tests {
         assert_eq!(env.attempts(), 3);
         let tried: Vec<&str> = env.tried().iter().map(|id| &**id).collect();
         assert_eq!(tried, ["a", "b", "a"]);
+    }
+
+    #[test]
+    fn arrival_keeps_the_instant_to_the_nanosecond() {
+        let at = Instant::now();
+        let env = Envelope::arrived_at(
+            Message::from_frame(Bytes::from_static(b"\0\0\0\x05\x01")),
+            at,
+        );
+        assert_eq!(env.arrived(), at);
+        let later = at + std::time::Duration::from_secs(3600);
+        let env = Envelope::arrived_at(
+            Message::from_frame(Bytes::from_static(b"\0\0\0\x05\x01")),
+            later,
+        );
+        assert_eq!(env.arrived(), later);
     }
 
     #[test]

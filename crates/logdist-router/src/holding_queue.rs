@@ -83,7 +83,7 @@ impl HoldingQueue {
         let mut levels = self.levels.lock();
         let mut expired = Vec::new();
         for queue in levels.by_priority.values_mut() {
-            while queue.front().is_some_and(|env| env.arrived < cutoff) {
+            while queue.front().is_some_and(|env| env.arrived() < cutoff) {
                 expired.extend(queue.pop_front());
             }
         }
@@ -103,7 +103,7 @@ impl HoldingQueue {
         levels
             .by_priority
             .values()
-            .filter_map(|queue| queue.front().map(|env| env.arrived))
+            .filter_map(|queue| queue.front().map(|env| env.arrived()))
             .min()
     }
 

@@ -30,6 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
@@ -270,6 +271,45 @@ pub fn let_go(charge: Arc<Charge>) {
         charge.retire();
     }
     drop(charge);
+}
+
+/// Copies `parts` into one buffer charged to `budget` (waiting while it is
+/// spent; charged anyway if `give_up` completes first) and returns them as
+/// slices of it: the charge lasts until the last slice is dropped. For
+/// messages that do not come from a read block: HTTP ingest, the backlog
+/// read back from the spool.
+pub async fn charged_copy<'a>(
+    budget: &Arc<MemoryBudget>,
+    parts: impl Iterator<Item = &'a [u8]> + Clone,
+    give_up: impl Future<Output = ()>,
+) -> Vec<Bytes> {
+    let total = parts.clone().map(<[u8]>::len).sum();
+    let charge = budget.charge(total, give_up).await;
+    // Only the messages hold it: delivery frees it.
+    charge.retire();
+    let mut data = Vec::with_capacity(total);
+    let mut spans = Vec::new();
+    for part in parts {
+        spans.push(data.len()..data.len() + part.len());
+        data.extend_from_slice(part);
+    }
+    let data = Bytes::from_owner(Charged {
+        data,
+        _charge: charge,
+    });
+    spans.into_iter().map(|span| data.slice(span)).collect()
+}
+
+/// Bytes holding their charge on the budget.
+struct Charged {
+    data: Vec<u8>,
+    _charge: Charge,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
 }
 
 impl std::fmt::Debug for Charge {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use logdist_net::{TlsClient, TlsClientSettings, TlsError, TlsNames};
 
-use crate::config::{AckMode, Config, ConfigError, ListenerConfig, Secret};
+use crate::config::{AckMode, Config, ConfigError, DurabilityMode, ListenerConfig, Secret};
 
 /// Replaces `[admin] token`.
 pub const ADMIN_TOKEN_ENV: &str = "LOGDIST_ADMIN_TOKEN";
@@ -208,6 +208,17 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGDIST_MAX_BUFFERED_BYTES")]
     pub max_buffered_bytes: Option<usize>,
 
+    /// Where accepted messages live until they are done: "memory" (a crash
+    /// loses what logdist holds) or "disk" (every message is in the spool
+    /// before its emitter is told ok; see durability.* in the config).
+    #[arg(long, env = "LOGDIST_DURABILITY", value_parser = ["memory", "disk"])]
+    pub durability: Option<String>,
+
+    /// The spool directory in disk mode (durability.dir); locked, one
+    /// logdist per directory.
+    #[arg(long, env = "LOGDIST_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+
     /// Async runtime worker threads (0: one per CPU core). 1 uses the least
     /// CPU per message at moderate rates; more raise the throughput ceiling.
     #[arg(long, env = "LOGDIST_WORKER_THREADS")]
@@ -266,6 +277,13 @@ impl ServeArgs {
             self.max_buffered_bytes,
         );
         set(&mut config.runtime.worker_threads, self.worker_threads);
+        if let Some(mode) = &self.durability {
+            config.durability.mode = match mode.as_str() {
+                "disk" => DurabilityMode::Disk,
+                _ => DurabilityMode::Memory,
+            };
+        }
+        set(&mut config.durability.dir, self.spool_dir.clone());
     }
 }
 

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod closes;
 pub mod config;
 pub mod control;
+pub mod custody;
 pub mod delivery;
 pub mod ingest;
 pub mod log_limit;

@@ -100,7 +100,7 @@ async fn serve(args: ServeArgs, config: Config) -> ExitCode {
                 eprintln!("logdist: {err}");
                 return ExitCode::from(2);
             }
-            Err(BindError::Io(err)) => {
+            Err(err @ (BindError::Io(_) | BindError::Spool(_))) => {
                 eprintln!("logdist: {err}");
                 return ExitCode::FAILURE;
             }
@@ -122,6 +122,7 @@ async fn serve(args: ServeArgs, config: Config) -> ExitCode {
             redelivered = s.redelivered,
             dead_lettered = s.dead_lettered,
             dead_letter_failures = s.dead_letter_failures,
+            kept_in_spool = report.kept_in_spool,
             "stopped"
         );
         if s.dead_letter_failures > 0 {

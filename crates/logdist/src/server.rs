@@ -14,13 +14,17 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::budget::MemoryBudget;
-use crate::config::{AckMode, Config, ConfigError, MetricsConfig};
+use crate::config::{
+    AckMode, Config, ConfigError, DurabilityConfig, DurabilityMode, MetricsConfig, SpoolSync,
+};
 use crate::control::admin::guard::AdminAuth;
 use crate::control::admin::{self, AdminSettings};
 use crate::control::metrics_csv;
 use crate::control::observed::Observed;
 use crate::control::reload::{ReloadHandle, Reloader};
+use crate::custody::Custody;
 use crate::delivery::access::{AccessPolicy, AnalyzerAccess, TokenSet};
+use crate::delivery::backlog::{self, Backlog, Feeder};
 use crate::delivery::context::{DeliveryContext, SessionSettings};
 use crate::delivery::dead_letter::{DeadLetterFile, DeadLetters, SHUTDOWN_ERROR};
 use crate::delivery::directory::Directory;
@@ -31,10 +35,12 @@ use crate::delivery::redelivery::Redelivery;
 use crate::ingest::context::{EmitterTimeouts, IngestContext};
 use crate::ingest::http;
 use crate::ingest::listener::accept_emitters;
+use crate::ingest::spooling::Spooling;
 use crate::shutdown::Shutdown;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::transport::http::GatedListener;
 use crate::transport::{Gate, Gates, Policy};
+use logdist_spool::{OpenError, Spool, SpoolConfig, SyncMode};
 
 /// A distributor whose listeners are bound (so their ports are known) but not yet serving.
 pub struct Server {
@@ -82,12 +88,19 @@ pub enum BindError {
     /// A listener could not be bound.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The spool directory (disk mode) is locked by another process, or
+    /// cannot be used.
+    #[error("durability.dir: {0}")]
+    Spool(#[from] OpenError),
 }
 
 /// What shutdown left behind.
 #[derive(Debug)]
 pub struct ShutdownReport {
     pub stats: StatsSnapshot,
+    /// Disk mode: messages still held at the end, left in the spool for
+    /// the next start.
+    pub kept_in_spool: u64,
 }
 
 impl Server {
@@ -98,6 +111,8 @@ impl Server {
         let secrets = config.secrets()?;
         let stats = Arc::new(Stats::default());
         let gates = Arc::new(Gates::load(config, &stats)?);
+        // Before the listeners: a second logdist on the same spool stops here.
+        let (custody, spooling) = open_custody(&config.durability).await?;
         let mut emitter_listeners = Vec::with_capacity(config.listeners.len());
         for (listener, gate) in config.listeners.iter().zip(&gates.emitters) {
             let bound = bind(listener.address, "emitter").await?;
@@ -111,8 +126,11 @@ impl Server {
 
         let router = Arc::new(Router::with_holding(config.delivery.hold_capacity));
         let shutdown = Shutdown::default();
-        let dead_letters =
-            DeadLetterFile::start(config.delivery.dead_letter_path.clone(), stats.clone());
+        let dead_letters = DeadLetterFile::start(
+            config.delivery.dead_letter_path.clone(),
+            stats.clone(),
+            custody.clone(),
+        );
         let drain = Arc::new(DrainWatch::default());
         let redelivery = Redelivery::new(
             router.clone(),
@@ -147,12 +165,15 @@ impl Server {
             timeouts: EmitterTimeouts::from_limits(&config.limits),
             inflation_slots: IngestContext::inflation_slots(),
             budget: budget.clone(),
+            spooling,
         });
         let observed = Observed {
             stats: stats.clone(),
             directory: directory.clone(),
             router: router.clone(),
             budget,
+            custody: custody.clone(),
+            backlog: ingest.spooling.as_ref().map(|s| s.backlog.clone()),
             started: Instant::now(),
         };
         let delivery = Arc::new(DeliveryContext {
@@ -173,6 +194,7 @@ impl Server {
                 drain_grace: config.delivery.shutdown_grace,
             },
             access,
+            custody,
         });
         let reloader = Arc::new(Reloader::new(
             delivery.clone(),
@@ -307,6 +329,16 @@ impl Server {
             self.hold_timeout,
         ));
         let csv = metrics_csv::start(&self.metrics, self.observed.clone());
+        let feeder = ingest.spooling.as_ref().map(|spooling| {
+            tokio::spawn(backlog::feed(Feeder {
+                backlog: spooling.backlog.clone(),
+                spool: spooling.spool.clone(),
+                router: delivery.router.clone(),
+                budget: ingest.budget.clone(),
+                stats: delivery.stats.clone(),
+                stop: shutdown.stop_accepting.clone(),
+            }))
+        });
 
         signal.await;
         let grace = delivery.settings.drain_grace;
@@ -326,6 +358,9 @@ impl Server {
         shutdown.stop_accepting.cancel();
         for acceptor in acceptors {
             within(tasks_by, "an accept loop", acceptor).await;
+        }
+        if let Some(feeder) = feeder {
+            within(tasks_by, "the backlog feeder", feeder).await;
         }
         emitters.close();
         if tokio::time::timeout_at(deadline, emitters.wait())
@@ -370,8 +405,20 @@ impl Server {
                 );
             }
         }
+        if let Some(spool) = delivery.custody.spool().cloned() {
+            // Acknowledgements not yet written would only mean duplicates
+            // after a restart; appends not yet synced were never acked `ok`.
+            let closing = tokio::task::spawn_blocking(move || spool.close());
+            if tokio::time::timeout_at(tasks_by + DEAD_LETTER_WAIT, closing)
+                .await
+                .is_err()
+            {
+                tracing::error!("the spool was not synced in time (a slow disk?)");
+            }
+        }
         ShutdownReport {
             stats: delivery.stats.snapshot(),
+            kept_in_spool: delivery.custody.counts().kept_at_shutdown.get(),
         }
     }
 }
@@ -413,6 +460,44 @@ fn sweep_queues(router: &Router, dead_letters: &DeadLetters) {
             "dead-lettered what tasks left behind still held queued"
         );
     }
+}
+
+/// Memory mode, or the spool opened (its lock taken, what it holds
+/// recovered into the backlog).
+async fn open_custody(config: &DurabilityConfig) -> Result<(Custody, Option<Spooling>), BindError> {
+    if config.mode == DurabilityMode::Memory {
+        return Ok((Custody::memory(), None));
+    }
+    let spool_config = SpoolConfig {
+        dir: config.dir.clone(),
+        sync: match config.sync {
+            SpoolSync::Fsync => SyncMode::Fsync,
+            SpoolSync::Write => SyncMode::Write,
+        },
+        max_batch_delay: config.max_batch_delay,
+        segment_bytes: config.segment_bytes,
+        max_bytes: config.max_bytes,
+    };
+    let started = Instant::now();
+    // Recovery reads the whole spool: off the async workers.
+    let (spool, recovered) = tokio::task::spawn_blocking(move || Spool::open(spool_config))
+        .await
+        .map_err(|err| std::io::Error::other(format!("opening the spool failed: {err}")))??;
+    let custody = Custody::disk(spool.clone());
+    let counts = custody.counts();
+    counts.recovered.add(recovered.records.len() as u64);
+    counts.torn_tails.add(recovered.torn_tails);
+    let backlog = Arc::new(Backlog::default());
+    backlog.extend(&recovered.records);
+    tracing::info!(
+        dir = %config.dir.display(),
+        recovered = recovered.records.len(),
+        torn_tails = recovered.torn_tails,
+        torn_bytes = recovered.torn_bytes,
+        took = ?started.elapsed(),
+        "spool opened (durability.mode = \"disk\")"
+    );
+    Ok((custody, Some(Spooling { spool, backlog })))
 }
 
 /// One warning per listener that anyone on the network can use, naming the

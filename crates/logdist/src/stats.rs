@@ -52,6 +52,9 @@ pub struct Stats {
     pub redelivered: Counter,
     /// Messages written to the dead-letter file.
     pub dead_lettered: Counter,
+    /// Disk mode: accepted messages kept in the spool only (no room in
+    /// memory), to be read back as room appears.
+    pub backlogged: Counter,
     /// Messages that could not even be written to the dead-letter file (logged).
     pub dead_letter_failures: Counter,
     /// Analyzer health transitions (healthy, unhealthy, draining).
@@ -197,6 +200,7 @@ impl Stats {
             routed: self.routed.get(),
             held: self.held.get(),
             diverted: self.diverted.get(),
+            backlogged: self.backlogged.get(),
             delivered: delivered_by_class.iter().sum(),
             redelivered: self.redelivered.get(),
             dead_lettered: self.dead_lettered.get(),
@@ -224,6 +228,7 @@ pub struct StatsSnapshot {
     pub routed: u64,
     pub held: u64,
     pub diverted: u64,
+    pub backlogged: u64,
     pub delivered: u64,
     pub redelivered: u64,
     pub dead_lettered: u64,

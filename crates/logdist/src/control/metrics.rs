@@ -390,6 +390,80 @@ impl Collector for Scrape {
             "Times one charge was let past limits.max_buffered_bytes because nothing else would free budget.",
             budget.overdrafts(),
         )?;
+        let durability = observed.durability();
+        let disk = durability.mode == crate::config::DurabilityMode::Disk;
+        gauge(
+            e,
+            "logdist_durability_disk",
+            "1 when durability.mode is \"disk\" (accepted messages are in the spool before they are acknowledged), 0 in memory mode.",
+            f64::from(u8::from(disk)),
+        )?;
+        gauge(
+            e,
+            "logdist_spool_bytes",
+            "Bytes of spool files on disk.",
+            durability.spool_bytes as f64,
+        )?;
+        gauge(
+            e,
+            "logdist_spool_segments",
+            "Spool segment files on disk.",
+            durability.spool_segments as f64,
+        )?;
+        gauge(
+            e,
+            "logdist_spool_messages",
+            "Messages in the spool not yet delivered or dead-lettered.",
+            durability.spool_messages as f64,
+        )?;
+        gauge(
+            e,
+            "logdist_spool_backlog",
+            "Messages on disk only, waiting for room in the analyzers' queues.",
+            durability.backlog as f64,
+        )?;
+        gauge(
+            e,
+            "logdist_spool_oldest_unacked_seconds",
+            "Age of the oldest spool segment holding an unfinished message.",
+            durability.oldest_unacked_seconds,
+        )?;
+        counter(
+            e,
+            "logdist_spool_syncs",
+            "Spool syncs (fdatasync): rate() gives fsyncs per second.",
+            durability.syncs,
+        )?;
+        counter(
+            e,
+            "logdist_spool_written_bytes",
+            "Bytes written to the spool.",
+            durability.written_bytes,
+        )?;
+        counter(
+            e,
+            "logdist_spool_recovered",
+            "Messages found in the spool at start and delivered again (at least once: some may have been delivered before the crash).",
+            durability.recovered,
+        )?;
+        counter(
+            e,
+            "logdist_spool_torn_tails",
+            "Spool files whose end was cut at start (a crash in the middle of a write).",
+            durability.torn_tails,
+        )?;
+        counter(
+            e,
+            "logdist_spool_write_errors",
+            "Spool writes or syncs that failed and were retried.",
+            durability.write_errors,
+        )?;
+        counter(
+            e,
+            "logdist_spool_read_errors",
+            "Backlog messages that could not be read back from the spool (left there for the next start).",
+            durability.read_errors,
+        )?;
         gauge(
             e,
             "logdist_uptime_seconds",

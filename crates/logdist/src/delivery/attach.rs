@@ -169,6 +169,7 @@ pub async fn attach<D>(
         state,
         delivered,
         retiring,
+        custody: ctx.custody.clone(),
     };
     let holding = ctx.router.holding().map(|h| &**h);
     let end = session

@@ -11,6 +11,7 @@ use super::access::AnalyzerAccess;
 use super::directory::Directory;
 use super::drain::DrainWatch;
 use super::redelivery::Redelivery;
+use crate::custody::Custody;
 use crate::shutdown::Shutdown;
 use crate::stats::Stats;
 
@@ -25,6 +26,9 @@ pub struct DeliveryContext {
     pub settings: SessionSettings,
     /// Who may become an analyzer (tokens, seed networks); reloadable.
     pub access: Arc<AnalyzerAccess>,
+    /// Told when an analyzer acknowledged messages (disk mode acknowledges
+    /// their spool records).
+    pub custody: Custody,
 }
 
 /// How analyzer sessions behave (`[analyzers]` and `delivery.shutdown_grace`).

@@ -37,6 +37,7 @@ use std::time::SystemTime;
 use logdist_router::Envelope;
 use logdist_wire::DeadLetterRecord;
 
+use crate::custody::Custody;
 use crate::stats::Stats;
 
 /// Final error recorded for messages still held when the grace period ends.
@@ -62,6 +63,9 @@ pub struct DeadLetters {
     stats: Arc<Stats>,
     /// Sent and not yet written (or failed) by the writer thread.
     pending: Arc<AtomicU64>,
+    /// Keeps messages for the next start instead of dead-lettering them at
+    /// shutdown (disk mode).
+    custody: Custody,
 }
 
 /// Owns the writer thread; [`DeadLetterFile::close`] flushes and joins it.
@@ -74,18 +78,24 @@ impl DeadLetterFile {
     /// Starts the writer. The file is opened (appending) for each batch of dead
     /// letters: a distributor that never dead-letters leaves no file behind,
     /// and `logdist dead-letter replay` can move the file aside safely.
-    pub fn start(path: PathBuf, stats: Arc<Stats>) -> DeadLetterFile {
+    /// A message leaves `custody` once its record is synced here.
+    pub fn start(path: PathBuf, stats: Arc<Stats>, custody: Custody) -> DeadLetterFile {
         let (tx, rx) = channel();
         let pending = Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new()
             .name("dead-letters".into())
             .spawn({
-                let (stats, pending) = (stats.clone(), pending.clone());
-                move || write_loop(path, rx, &stats, &pending)
+                let (stats, pending, custody) = (stats.clone(), pending.clone(), custody.clone());
+                move || write_loop(path, rx, &stats, &pending, &custody)
             })
             .expect("spawn dead-letter thread");
         DeadLetterFile {
-            handle: DeadLetters { tx, stats, pending },
+            handle: DeadLetters {
+                tx,
+                stats,
+                pending,
+                custody,
+            },
             thread,
         }
     }
@@ -105,7 +115,12 @@ impl DeadLetterFile {
 }
 
 impl DeadLetters {
+    /// Dead-letters `envelope`; at shutdown (`final_error` is
+    /// [`SHUTDOWN_ERROR`]) in disk mode, leaves it in the spool instead.
     pub fn send(&self, envelope: Envelope, final_error: Arc<str>) {
+        if &*final_error == SHUTDOWN_ERROR && self.custody.keep_at_shutdown(&envelope) {
+            return;
+        }
         let letter = DeadLetter {
             envelope,
             final_error,
@@ -135,7 +150,13 @@ impl DeadLetters {
 /// (the letters themselves are charged to the memory budget until written).
 const BATCH_TEXT: usize = 1 << 20;
 
-fn write_loop(path: PathBuf, rx: Receiver<Command>, stats: &Stats, pending: &AtomicU64) {
+fn write_loop(
+    path: PathBuf,
+    rx: Receiver<Command>,
+    stats: &Stats,
+    pending: &AtomicU64,
+    custody: &Custody,
+) {
     let mut text = Vec::with_capacity(4096);
     // Kept until their records are synced: a message leaves logdist's
     // custody, and gives its memory back to the budget, only then.
@@ -170,7 +191,10 @@ fn write_loop(path: PathBuf, rx: Receiver<Command>, stats: &Stats, pending: &Ato
             Some(n.saturating_sub(count))
         });
         match written {
-            Ok(()) => stats.dead_lettered.add(count),
+            Ok(()) => {
+                stats.dead_lettered.add(count);
+                custody.done(letters.iter().map(|letter| &letter.envelope));
+            }
             Err(err) => {
                 tracing::error!(path = %path.display(), %err, lost = count, "cannot write dead-letter file");
                 stats.dead_letter_failures.add(count);

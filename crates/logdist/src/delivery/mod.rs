@@ -15,6 +15,7 @@
 pub mod access;
 pub mod ack_state;
 pub mod attach;
+pub mod backlog;
 pub mod context;
 pub mod dead_letter;
 pub mod directory;

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::ack_state::AckState;
 use super::directory::Directory;
 use super::drain::DrainWatch;
+use crate::custody::Custody;
 use crate::refusal::RefusalReason;
 use crate::shutdown::Shutdown;
 use crate::stats::{Counter, DeliveryTally, Stats};
@@ -289,6 +290,8 @@ pub struct AnalyzerSession {
     /// Cancelled when the analyzer is being retired (removed from the
     /// config): the session ends as soon as it has nothing queued or unacked.
     pub retiring: CancellationToken,
+    /// Told which messages the analyzer acknowledged.
+    pub custody: Custody,
 }
 
 /// Why a session ended, and what it still held.
@@ -322,7 +325,7 @@ impl AnalyzerSession {
 
         let (reason, failure) = loop {
             let acked = self.state.acked.load(Ordering::Acquire);
-            if window.release_to(acked, stats, &self.delivered) > 0 {
+            if window.release_to(acked, stats, &self.delivered, &self.custody) > 0 {
                 last_ack = Instant::now();
             }
             if let Some(reason) = self.state.closed_reason() {
@@ -404,7 +407,7 @@ impl AnalyzerSession {
             let _ = tokio::time::timeout(FINAL_ACK_WAIT, self.state.closing.cancelled()).await;
         }
         let acked = self.state.acked.load(Ordering::Acquire);
-        window.release_to(acked, stats, &self.delivered);
+        window.release_to(acked, stats, &self.delivered, &self.custody);
 
         SessionEnd {
             reason,
@@ -517,16 +520,25 @@ impl InFlight {
     /// delivered (globally, per class with their latency, and for the analyzer);
     /// returns how many. This is where a delivered message is dropped, and with
     /// the last message of a read block the block's memory budget comes back.
-    fn release_to(&mut self, acked: u64, stats: &Stats, analyzer: &Counter) -> u64 {
+    fn release_to(
+        &mut self,
+        acked: u64,
+        stats: &Stats,
+        analyzer: &Counter,
+        custody: &Custody,
+    ) -> u64 {
         let newly = acked - self.released;
         if newly == 0 {
             return 0;
         }
         let now = std::time::Instant::now();
-        for env in self.messages.drain(..newly as usize) {
+        let released = self.messages.range(..newly as usize);
+        for env in released.clone() {
             self.latency
-                .record(env.priority(), now.duration_since(env.arrived));
+                .record(env.priority(), now.duration_since(env.arrived()));
         }
+        custody.done(released);
+        self.messages.drain(..newly as usize);
         self.latency.flush(stats);
         self.released = acked;
         while self.batches.front().is_some_and(|(end, _)| *end <= acked) {

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use logdist_router::{Cursor, Envelope, Placed, RoutingTable};
+use logdist_spool::RecordId;
 use logdist_wire::{
     Decoded, ErrorCode, GzipFrame, IngestDecoder, IngestError, RejectReason, Rejection, error_reply,
 };
@@ -44,6 +45,7 @@ use tokio_util::codec::Decoder;
 
 use super::context::{EmitterTimeouts, IngestContext};
 use super::read_buffer::ReadBuffer;
+use super::spooling::GaveUp;
 use crate::closes::CloseReason;
 use crate::config::AckMode;
 use crate::delivery::dead_letter::SHUTDOWN_ERROR;
@@ -82,6 +84,9 @@ pub struct EmitterConnection {
     decoder: IngestDecoder,
     ack: AckMode,
     replies: Vec<u8>,
+    /// Disk mode: the newest spool record appended since replies were last
+    /// written; they are written once it is durable.
+    unsynced: Option<RecordId>,
     tally: Tally,
 }
 
@@ -93,6 +98,8 @@ struct Tally {
     routed: u64,
     held: u64,
     diverted: u64,
+    /// Disk mode: kept in the spool only, for want of room in memory.
+    backlogged: u64,
     /// Rejections, indexed like `RejectReason::ALL`.
     rejected: [u64; RejectReason::ALL.len()],
     /// Reasons already logged at warn level on this connection: the first of
@@ -111,6 +118,7 @@ impl EmitterConnection {
             decoder: IngestDecoder::new(ctx.limits, ctx.priorities.clone()).defer_gzip(),
             ack,
             replies: Vec::new(),
+            unsynced: None,
             tally: Tally::default(),
         }
     }
@@ -337,11 +345,32 @@ impl EmitterConnection {
         ctx: &IngestContext,
         table: &RoutingTable,
         cursor: &mut Cursor,
-        env: Envelope,
+        mut env: Envelope,
     ) -> Result<(), End> {
+        if let Some(spooling) = &ctx.spooling {
+            let id = match spooling.try_append(&mut env) {
+                Some(id) => id,
+                None => {
+                    // The spool is full: this may wait long.
+                    self.flush_tally(ctx);
+                    let give_up = ctx.shutdown.hard_stop.cancelled();
+                    match spooling.append(&mut env, give_up).await {
+                        Ok(id) => id,
+                        // Never accepted: like what is still in the socket.
+                        Err(GaveUp) => return Err(End::HardStop),
+                    }
+                }
+            };
+            self.unsynced = Some(id);
+        }
         self.tally.accepted_by_class[class_of(env.priority())] += 1;
         let placed = match ctx.router.place(table, cursor, env) {
             Ok(placed) => Ok(placed),
+            Err(env) if let Some(spooling) = &ctx.spooling => {
+                spooling.spill(env);
+                self.tally.backlogged += 1;
+                return Ok(());
+            }
             Err(env) => {
                 // Backpressure: this may wait long, so publish the counts first.
                 self.flush_tally(ctx);
@@ -386,6 +415,13 @@ impl EmitterConnection {
         if self.replies.is_empty() {
             return Ok(());
         }
+        if let (Some(spooling), Some(id)) = (&ctx.spooling, self.unsynced.take()) {
+            // An `ok` promises the message is stored.
+            tokio::select! {
+                _ = spooling.durable(id) => {}
+                _ = ctx.shutdown.hard_stop.cancelled() => return Err(End::HardStop),
+            }
+        }
         let idle = ctx.timeouts.idle;
         let result = tokio::select! {
             biased;
@@ -413,6 +449,7 @@ impl EmitterConnection {
         ctx.stats.routed.add(std::mem::take(&mut t.routed));
         ctx.stats.held.add(std::mem::take(&mut t.held));
         ctx.stats.diverted.add(std::mem::take(&mut t.diverted));
+        ctx.stats.backlogged.add(std::mem::take(&mut t.backlogged));
     }
 }
 

@@ -11,6 +11,7 @@ use logdist_router::Router;
 use logdist_wire::{IngestLimits, PriorityTable};
 use tokio::sync::Semaphore;
 
+use super::spooling::Spooling;
 use crate::budget::MemoryBudget;
 use crate::config::LimitsConfig;
 use crate::delivery::dead_letter::DeadLetters;
@@ -32,6 +33,8 @@ pub struct IngestContext {
     pub inflation_slots: Arc<Semaphore>,
     /// `limits.max_buffered_bytes`.
     pub budget: Arc<MemoryBudget>,
+    /// Disk mode: the spool and the backlog.
+    pub spooling: Option<Spooling>,
 }
 
 impl IngestContext {

@@ -43,8 +43,9 @@ use serde_json::value::RawValue;
 use tokio_util::task::TaskTracker;
 
 use super::context::IngestContext;
+use super::spooling::GaveUp;
 use crate::api_error::{ApiError, body as read_body};
-use crate::budget::Charge;
+use crate::budget::charged_copy;
 use crate::delivery::dead_letter::SHUTDOWN_ERROR;
 use crate::stats::class_of;
 
@@ -255,42 +256,20 @@ async fn route_packet(http: &HttpIngest, messages: &[u8]) {
 /// (waiting while it is spent) until their last message is delivered.
 async fn charged(http: &HttpIngest, lines: Vec<(u8, Vec<u8>)>, arrived: Instant) -> Vec<Envelope> {
     let ctx = &http.ctx;
-    let total = lines.iter().map(|(_, line)| line.len()).sum();
-    let charge = ctx
-        .budget
-        .charge(total, ctx.shutdown.hard_stop.cancelled())
-        .await;
-    // Only the messages hold it: delivery frees it.
-    charge.retire();
-    let mut data = Vec::with_capacity(total);
-    let mut spans = Vec::with_capacity(lines.len());
-    for (priority, line) in lines {
-        spans.push((priority, data.len()..data.len() + line.len()));
-        data.extend_from_slice(&line);
-    }
-    let data = Bytes::from_owner(Charged {
-        data,
-        _charge: charge,
-    });
-    spans
-        .into_iter()
-        .map(|(priority, span)| {
-            let message = Message::from_ndjson_line(priority, data.slice(span));
-            Envelope::arrived_at(message, arrived)
+    let give_up = ctx.shutdown.hard_stop.cancelled();
+    let data = charged_copy(
+        &ctx.budget,
+        lines.iter().map(|(_, line)| &line[..]),
+        give_up,
+    )
+    .await;
+    lines
+        .iter()
+        .zip(data)
+        .map(|((priority, _), line)| {
+            Envelope::arrived_at(Message::from_ndjson_line(*priority, line), arrived)
         })
         .collect()
-}
-
-/// A chunk's lines, holding their charge on the budget.
-struct Charged {
-    data: Vec<u8>,
-    _charge: Charge,
-}
-
-impl AsRef<[u8]> for Charged {
-    fn as_ref(&self) -> &[u8] {
-        &self.data
-    }
 }
 
 /// The elements of a JSON array, as raw slices of it, one at a time. Only
@@ -348,14 +327,43 @@ fn skip_whitespace(text: &[u8], mut pos: usize) -> usize {
 /// waiting out backpressure; dead-lettered if shutdown's grace runs out first.
 async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>) {
     let ctx = &http.ctx;
-    for env in &envelopes {
+    let hard_stop = &ctx.shutdown.hard_stop;
+    let mut last_spooled = None;
+    for mut env in envelopes {
+        if let Some(spooling) = &ctx.spooling {
+            match spooling.append(&mut env, hard_stop.cancelled()).await {
+                Ok(id) => last_spooled = Some(id),
+                // Never accepted; the request ends without a reply.
+                Err(GaveUp) => return,
+            }
+        }
         ctx.stats.accepted_by_class[class_of(env.priority())].add(1);
-    }
-    for env in envelopes {
-        let give_up = ctx.shutdown.hard_stop.cancelled();
-        match ctx.router.route_or_wait(cursor, env, give_up).await {
+        let env = match ctx.router.place(&ctx.router.load(), cursor, env) {
+            Ok(placed) => {
+                ctx.stats.count(placed);
+                continue;
+            }
+            Err(env) => env,
+        };
+        if let Some(spooling) = &ctx.spooling {
+            spooling.spill(env);
+            ctx.stats.backlogged.add(1);
+            continue;
+        }
+        match ctx
+            .router
+            .route_or_wait(cursor, env, hard_stop.cancelled())
+            .await
+        {
             Ok(placed) => ctx.stats.count(placed),
             Err(env) => ctx.dead_letters.send(env, Arc::from(SHUTDOWN_ERROR)),
+        }
+    }
+    if let (Some(spooling), Some(id)) = (&ctx.spooling, last_spooled) {
+        // The reply promises the messages are stored.
+        tokio::select! {
+            _ = spooling.durable(id) => {}
+            _ = hard_stop.cancelled() => {}
         }
     }
 }

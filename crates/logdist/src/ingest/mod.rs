@@ -12,3 +12,4 @@ pub mod context;
 pub mod http;
 pub mod listener;
 pub mod read_buffer;
+pub mod spooling;

@@ -9,6 +9,7 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::{AppState, timestamp, uptime};
+use crate::control::observed::DurabilityView;
 use crate::delivery::directory::{Health, percent};
 use crate::stats::CLASSES;
 
@@ -29,6 +30,7 @@ struct StatsResponse {
     analyzers: BTreeMap<String, AnalyzerStats>,
     totals: Totals,
     priorities: BTreeMap<&'static str, ClassStats>,
+    durability: DurabilityView,
 }
 
 #[derive(Serialize)]
@@ -58,6 +60,8 @@ struct Totals {
     routed: u64,
     held: u64,
     diverted: u64,
+    /// Disk mode: accepted into the spool's backlog for want of room in memory.
+    backlogged: u64,
     delivered: u64,
     rerouted: u64,
     dead_lettered: u64,
@@ -122,6 +126,7 @@ pub(super) async fn stats(State(admin): AppState) -> Json<impl Serialize> {
         routed: s.routed,
         held: s.held,
         diverted: s.diverted,
+        backlogged: s.backlogged,
         delivered: s.delivered,
         rerouted: s.redelivered,
         dead_lettered: s.dead_lettered,
@@ -179,6 +184,7 @@ pub(super) async fn stats(State(admin): AppState) -> Json<impl Serialize> {
             .collect(),
         totals,
         priorities,
+        durability: observed.durability(),
     };
     Json(body)
 }

@@ -1,0 +1,78 @@
+//! Disk mode's side of ingest: every accepted message is appended to the
+//! spool before it is routed (its emitter's `ok` waits for the append to be
+//! durable), and one that finds no room in memory goes to the backlog
+//! instead of making its emitter wait.
+
+use std::sync::Arc;
+
+use logdist_router::Envelope;
+use logdist_spool::{Record, RecordId, Spool};
+use logdist_wire::Origin;
+
+use crate::custody::{record_id, spooled};
+use crate::delivery::backlog::{Backlog, KIND_FRAME, KIND_NDJSON};
+
+#[derive(Clone)]
+pub struct Spooling {
+    pub spool: Arc<Spool>,
+    pub backlog: Arc<Backlog>,
+}
+
+/// The spool is full and `give_up` came first.
+pub struct GaveUp;
+
+impl Spooling {
+    /// Appends `env`'s message to the spool without waiting; `false` when the
+    /// spool is full (then [`append`](Self::append) waits for room).
+    pub fn try_append(&self, env: &mut Envelope) -> Option<RecordId> {
+        let id = self.spool.try_append(&record(env)).ok()?;
+        env.spooled = spooled(id);
+        Some(id)
+    }
+
+    /// Appends `env`'s message to the spool, waiting while it is full
+    /// (`durability.max_bytes`): that is what slows emitters in disk mode.
+    pub async fn append(
+        &self,
+        env: &mut Envelope,
+        give_up: impl Future<Output = ()>,
+    ) -> Result<RecordId, GaveUp> {
+        let mut give_up = std::pin::pin!(give_up);
+        loop {
+            let room = self.spool.room();
+            if let Some(id) = self.try_append(env) {
+                return Ok(id);
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = &mut give_up => return Err(GaveUp),
+            }
+        }
+    }
+
+    /// Keeps a spooled message that has no room in memory on disk only.
+    pub fn spill(&self, env: Envelope) {
+        let id = env
+            .spooled
+            .map(record_id)
+            .expect("appended before it is routed");
+        self.backlog.push(id, env.priority());
+    }
+
+    /// Completes once `id` is stored as `durability.sync` says.
+    pub async fn durable(&self, id: RecordId) {
+        self.spool.durable(id).await;
+    }
+}
+
+fn record(env: &Envelope) -> Record {
+    let message = &env.message;
+    Record {
+        priority: message.priority(),
+        kind: match message.origin() {
+            Origin::Ndjson => KIND_NDJSON,
+            Origin::Frame => KIND_FRAME,
+        },
+        payload: message.data().clone(),
+    }
+}
