@@ -4,11 +4,14 @@
 //! One process runs all emitters and analyzers as tokio tasks, each with its own
 //! TCP connection, speaking the seed wire formats. See README.md for usage.
 
+mod ack_emitter;
 mod analyzer;
 mod chaos;
 mod chart;
 pub mod cli;
+mod crash;
 mod distributor_process;
+mod durability_ledger;
 mod emitter;
 mod harness;
 mod ledger;
