@@ -433,12 +433,8 @@ fn crash_in_memory_mode_loses_acked_messages() {
 }
 
 /// The crash profile as it is meant: disk mode, two SIGKILLs, and every
-/// message logdist acked `ok` reaches an analyzer. Ignored until disk mode
-/// works on main: its wiring is there, but `logdist-spool` is still `todo!()`
-/// (logdist exits with "opening the spool failed"). Run it with
-/// `cargo test -p logdist-loadtest --test end_to_end -- --ignored crash_in_disk`.
+/// message logdist acked `ok` reaches an analyzer.
 #[test]
-#[ignore = "needs logdist disk mode"]
 fn crash_in_disk_mode_loses_nothing_acked() {
     let dir = tempfile::tempdir().unwrap();
     let profile = short_crash_profile(dir.path(), "8s", "5s", "30s");
