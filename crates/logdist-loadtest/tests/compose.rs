@@ -488,7 +488,7 @@ fn compose_topology_delivers_everything_with_shares_1_2_3() {
     );
     assert_eq!(stats["totals"]["dead_lettered"], 0, "{stats}");
     assert_eq!(stats["totals"]["rejected"], 0, "{stats}");
-    let code = processes.stop("shipper", Duration::from_secs(15));
+    let code = processes.stop("shipper", Duration::from_secs(10));
     let shipped = std::fs::read_to_string(logs.join("shipper.out")).unwrap();
     assert_eq!(code, 0, "the shipper's exit status; it said: {shipped}");
     let mut received = Vec::new();

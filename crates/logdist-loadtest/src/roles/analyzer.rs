@@ -497,7 +497,13 @@ impl Analyzer {
                 stop,
                 &self.name,
             )
-            .await?
+            .await
+            .map_err(|e| {
+                format!(
+                    "could not connect to {} within {timeout:?}: {e}",
+                    self.args.target
+                )
+            })?
             else {
                 return Ok(None);
             };

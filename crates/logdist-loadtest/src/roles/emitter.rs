@@ -201,7 +201,13 @@ async fn run_inner(args: EmitterArgs, stop: Stop) -> Result<i32, String> {
         &stop,
         &name,
     )
-    .await?
+    .await
+    .map_err(|e| {
+        format!(
+            "could not connect to {} within {:?}: {e}",
+            args.target, args.connect_timeout
+        )
+    })?
     else {
         // Stopped before it could connect: nothing sent.
         print_summary(&id, &args, &plan, 0, 0, None, &stop, started);

@@ -213,7 +213,7 @@ impl TlsArgs {
 
 /// Connects to `host:port` (over TLS with `tls`), trying again every 200 ms
 /// (saying why once per distinct error) until it works, `timeout` passes (an
-/// error naming the last failure) or `stop` comes (`None`).
+/// error: the last failure) or `stop` comes (`None`).
 pub async fn connect_until(
     host: &str,
     port: u16,
@@ -235,9 +235,7 @@ pub async fn connect_until(
             Err(e) => e.to_string(),
         };
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-            return Err(format!(
-                "could not connect to {host}:{port} within {timeout:?}: {error}"
-            ));
+            return Err(error);
         }
         if said.as_deref() != Some(error.as_str()) {
             eprintln!("{name}: cannot connect to {host}:{port} yet ({error}); retrying");
