@@ -13,7 +13,8 @@
 # --no-build. Each run's full results (summary, timeline, chart) go to
 # loadtest/results/bench-<time>/<mode>/. The two cores are shared by the load
 # generator and logdist: compare the modes with each other, not with other
-# machines.
+# machines. Exit status: 0 both ramps ran; 1 one could not (its row says
+# why; e.g. a logdist without disk mode); 2 usage.
 
 set -euo pipefail
 
@@ -84,7 +85,8 @@ results=$root/loadtest/results/bench-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$results" || die "cannot create $results"
 [[ -n $out ]] || out=$results/bench.md
 
-# One ramp; prints "msg/s|MB/s|p99 ms|CPU|RSS" for the table.
+# One ramp; prints "msg/s|MB/s|p99 ms|CPU|RSS" for the table (fails, with
+# the reason in the first column, when it could not run).
 ramp() {
     local mode=$1 dir=$results/$1 args=(max --durability "$1" --quiet)
     [[ -z $duration ]] || args+=(--duration "$duration")
@@ -95,11 +97,19 @@ ramp() {
     local status=0
     (cd "$root" && "$loadtest" "${args[@]}" --results-dir "$dir" ${extra[@]+"${extra[@]}"}) \
         >"$dir/stdout.txt" 2>"$dir/stderr.txt" || status=$?
-    ((status != 2)) || die "the $mode run could not be carried out: $(tail -n 3 "$dir/stderr.txt")"
     local max distributor
     max=$(grep -m1 '^MAX SUSTAINED:' "$dir/stdout.txt" || true)
     distributor=$(grep -m1 '^distributor:' "$dir/stdout.txt" || true)
-    [[ -n $max ]] || die "the $mode run printed no MAX SUSTAINED line; see $dir/stdout.txt"
+    if ((status == 2)) || [[ -z $max ]]; then
+        # Could not run: say why (the last line logdist-loadtest or logdist
+        # printed) in the table and on stderr, and go on with the other mode.
+        local why
+        why=$(grep -E '^(logdist|logdist-loadtest):' "$dir/stderr.txt" | tail -n 1 || true)
+        [[ -n $why ]] || why=$(tail -n 1 "$dir/stderr.txt")
+        echo "bench.sh: the $mode run could not be carried out: ${why:-no output} (see $dir)" >&2
+        echo "could not run: ${why//|//}||||"
+        return 1
+    fi
     local rate mbs p99 cpu rss
     rate=$(sed -n 's/^MAX SUSTAINED: \([0-9.]*\) msg\/s.*/\1/p' <<<"$max")
     mbs=$(sed -n 's/.*msg\/s, \([0-9.]*\) MB\/s.*/\1/p' <<<"$max")
@@ -109,8 +119,9 @@ ramp() {
     echo "${rate:-none}|${mbs:-0}|${p99:--}|${cpu:--}|${rss:--}"
 }
 
-memory=$(ramp memory)
-disk=$(ramp disk)
+failed=0
+memory=$(ramp memory) || failed=1
+disk=$(ramp disk) || failed=1
 {
     echo "| durability | max sustained (msg/s) | MB/s payload | p99 at max (ms) | logdist CPU avg | logdist peak RSS |"
     echo "|---|---:|---:|---:|---:|---:|"
@@ -121,3 +132,4 @@ disk=$(ramp disk)
     echo
     echo "\`logdist-loadtest max\`${duration:+ --duration $duration}, $(nproc) cores, $(date -u +%Y-%m-%d); results in ${results#"$root"/}."
 } | tee "$out"
+exit "$failed"
