@@ -29,6 +29,11 @@ loadtest-chaos *ARGS: loadtest-build
 loadtest-max *ARGS: loadtest-build
     ./target/release/logdist-loadtest max {{ARGS}}
 
+# 8 ack-NDJSON emitters / 4 analyzers, 500 msg/s each, 120 s; logdist in disk mode
+# SIGKILLed and restarted every 10 s: every message acked ok must arrive.
+loadtest-crash *ARGS: loadtest-build
+    ./target/release/logdist-loadtest crash {{ARGS}}
+
 # The load tester's own tests, end-to-end runs against a real logdist included.
 loadtest-test:
     cargo build -p logdist

@@ -131,7 +131,20 @@ impl MessageReader {
     fn next(&mut self, buf: &mut BytesMut) -> Result<Option<(u8, Bytes)>, String> {
         match self {
             MessageReader::Frame(decoder) => match decoder.decode(buf) {
-                Ok(Some(m)) => Ok(Some((m.priority(), m.payload()))),
+                Ok(Some(m)) => {
+                    let payload = m.payload();
+                    // An NDJSON-born message (an `ndjson_ack` emitter's line)
+                    // arrives as the line itself; seed payloads never start with `{`.
+                    if payload.first() == Some(&b'{') {
+                        let line: NdjsonMessage = serde_json::from_slice(&payload)
+                            .map_err(|e| format!("bad NDJSON-born frame payload: {e}"))?;
+                        let message = line
+                            .message
+                            .ok_or("NDJSON-born frame payload without a \"message\" field")?;
+                        return Ok(Some((m.priority(), Bytes::from(message.into_bytes()))));
+                    }
+                    Ok(Some((m.priority(), payload)))
+                }
                 Ok(None) => Ok(None),
                 Err(e) => Err(e.to_string()),
             },

@@ -11,7 +11,9 @@ use logdist_net::{TlsClient, TlsClientSettings, TlsNames};
 use crate::harness::{RunOptions, TlsOptions};
 use crate::partition::Island;
 use crate::payload::ChecksumKind;
-use crate::profile::{ChaosAction, Profile, parse_duration, workspace_root};
+use crate::profile::{
+    ChaosAction, DurabilityMode, DurabilitySync, Profile, parse_duration, workspace_root,
+};
 use crate::runner;
 
 /// Exit code when every invariant held.
@@ -44,14 +46,19 @@ TLS: --tls makes the emitters, --analyzer-tls the analyzers, connect over TLS wi
 --tls-ca (and --tls-cert/--tls-key for mutual TLS, --tls-server-name); --tls-dir DIR, when \
 it starts logdist itself, puts every listener of logdist on mutual TLS with a test CA (made \
 in DIR with rcgen unless DIR holds one) and connects both sides with it.\n\n\
+Durability: --durability disk|memory (and --durability-sync fsync|write), when it starts \
+logdist itself, sets [durability] in the run's config (disk mode spools into the results \
+directory), so the cost of durability is measured on the same load. The crash profile \
+SIGKILLs logdist on a schedule and restarts it on the same ports and spool; its emitters \
+send NDJSON and read a reply per line, and every line acked ok must reach an analyzer.\n\n\
 Results go to <results-dir>/<profile>-<time>/: summary.txt, summary.json, timeline.csv, \
 weights.csv, chart.svg, and (when it started logdist) logdist.log and logdist.toml.\n\n\
 Exit status: 0 all invariants held, 1 an invariant failed (each failure is printed with its \
 reason), 2 the run could not be carried out."
 )]
 pub struct Cli {
-    /// Profile to run: basic, throughput, chaos, max (loadtest/profiles/<name>.toml),
-    /// or any name together with --profile-file.
+    /// Profile to run: basic, throughput, chaos, max, crash
+    /// (loadtest/profiles/<name>.toml), or any name together with --profile-file.
     pub profile: String,
 
     /// Shorten (or lengthen) the run: how long emitters send, e.g. "10s", "2m".
@@ -131,6 +138,16 @@ pub struct Cli {
     /// with `tokens` (seed-handshake analyzers send none).
     #[arg(long, value_name = "TOKEN", env = "LOADTEST_ANALYZER_TOKEN")]
     pub analyzer_token: Option<String>,
+
+    /// When it starts logdist: its `[durability] mode` (default: the
+    /// profile's `durability`, else the config's). Disk mode spools into
+    /// <results>/spool.
+    #[arg(long, value_enum, conflicts_with = "target")]
+    pub durability: Option<DurabilityMode>,
+
+    /// When it starts logdist in disk mode: `[durability] sync` (default fsync).
+    #[arg(long, value_enum, value_name = "SYNC", conflicts_with = "target")]
+    pub durability_sync: Option<DurabilitySync>,
 }
 
 /// How errors name the TLS flags.
@@ -183,6 +200,13 @@ pub fn options(cli: &Cli) -> Result<RunOptions, String> {
     if duration.is_zero() {
         return Err("--duration must be positive".into());
     }
+    if profile.crash.is_some() && cli.target.is_some() {
+        return Err(format!(
+            "profile {}: the crash fault kills and restarts logdist, so it must start it \
+             itself (drop --target and --analyzer-target)",
+            profile.name
+        ));
+    }
     let seed = cli.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -203,6 +227,8 @@ pub fn options(cli: &Cli) -> Result<RunOptions, String> {
         analyzer_token: cli.analyzer_token.clone(),
         island: None,
         partition_skipped: None,
+        durability: cli.durability,
+        durability_sync: cli.durability_sync,
     })
 }
 

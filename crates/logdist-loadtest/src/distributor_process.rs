@@ -4,6 +4,8 @@
 //! dead-letter file moved into the results directory); logdist is started with
 //! `--ready-file`, and its real (port 0) addresses are read from that file once
 //! it appears. At the end it gets SIGTERM, some time to drain, and then SIGKILL.
+//! The `crash` profile kills it with SIGKILL and starts it again on the same
+//! copy, its addresses pinned to the ports the first start got.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::proc_stats;
-use crate::profile::workspace_root;
+use crate::profile::{DurabilityMode, DurabilitySync, EmitterKind, workspace_root};
 
 /// Compiled-in copies of the shipped configs, used when `configs/` is not around.
 fn embedded_config(path: &str) -> Option<&'static str> {
@@ -80,18 +82,22 @@ pub fn find_binary(explicit: Option<&Path>) -> Result<PathBuf, String> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 struct ReadyListener {
     address: String,
     #[serde(default)]
     ack: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct ReadyFile {
+/// What logdist writes to its `--ready-file`: the addresses it bound, in
+/// config order.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ReadyFile {
     pid: u32,
     listeners: Vec<ReadyListener>,
     analyzers: String,
+    #[serde(default)]
+    admin: Option<String>,
 }
 
 /// An address to dial for a bound address (0.0.0.0 becomes 127.0.0.1).
@@ -112,6 +118,50 @@ pub struct RunConfig {
     pub dead_letter_path: PathBuf,
     pub shutdown_grace: Duration,
     pub max_frame_bytes: usize,
+    /// The `ack` of the listener the emitters use ("none" or "message").
+    pub emitter_ack: &'static str,
+    pub durability: Durability,
+}
+
+/// logdist's `[durability]` in the run's config, for the report.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Durability {
+    pub mode: DurabilityMode,
+    /// Disk mode: when an `ok` is given, and the spool directory.
+    pub sync: Option<DurabilitySync>,
+    pub dir: Option<PathBuf>,
+}
+
+impl Durability {
+    pub fn describe(&self) -> String {
+        match (&self.sync, &self.dir) {
+            (Some(sync), Some(dir)) => format!(
+                "{} (sync {}, spool {})",
+                self.mode.name(),
+                sync.name(),
+                dir.display()
+            ),
+            _ => self.mode.name().to_string(),
+        }
+    }
+}
+
+/// What the run changes in its copy of the distributor config.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Overlay<'a> {
+    /// Every listener on mutual TLS with these certificates.
+    pub tls: Option<&'a PkiFiles>,
+    /// The analyzer listener takes every address (port 0 still): an analyzer
+    /// behind the partition link dials it over the link.
+    pub analyzers_everywhere: bool,
+    /// How the emitters talk: `ndjson_ack` ones need an `ack = "message"`
+    /// listener (one on 127.0.0.1:0 is added if the config has none).
+    pub emitters: EmitterKind,
+    /// `[durability] mode` (None: as the config says). Disk mode gets a
+    /// `spool` directory in the results directory.
+    pub durability: Option<DurabilityMode>,
+    /// `[durability] sync` (None: as the config says, else fsync).
+    pub sync: Option<DurabilitySync>,
 }
 
 /// The certificates of `--tls-dir`: the files of `scripts/gen-certs.sh` when
@@ -172,22 +222,97 @@ fn add_tls(table: &mut toml::Table, pki: &PkiFiles) -> Result<(), String> {
     Ok(())
 }
 
-/// Write the run's copy of the config into `results_dir`; with `tls`, every
-/// listener on mutual TLS with those certificates. With
-/// `analyzers_everywhere`, the analyzer listener takes every address (port 0
-/// still): an analyzer behind the partition link dials it over the link.
+/// Makes sure the config has an `ack = "message"` listener.
+fn add_ack_listener(table: &mut toml::Table) -> Result<(), String> {
+    let listeners = table
+        .entry("listeners")
+        .or_insert_with(|| toml::Value::Array(Vec::new()))
+        .as_array_mut()
+        .ok_or("distributor config: [[listeners]] is not an array of tables")?;
+    let acking = listeners
+        .iter()
+        .any(|l| l.get("ack").and_then(|a| a.as_str()) == Some("message"));
+    if !acking {
+        let mut listener = toml::Table::new();
+        listener.insert("address".into(), "127.0.0.1:0".into());
+        listener.insert("ack".into(), "message".into());
+        listeners.push(toml::Value::Table(listener));
+    }
+    Ok(())
+}
+
+/// Applies `mode` and `sync` to `[durability]`, puts a disk-mode spool in
+/// `results_dir/spool`, and says what the config ends up with.
+fn set_durability(
+    table: &mut toml::Table,
+    results_dir: &Path,
+    mode: Option<DurabilityMode>,
+    sync: Option<DurabilitySync>,
+) -> Result<Durability, String> {
+    let section = table
+        .entry("durability")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .ok_or("distributor config: [durability] is not a table")?;
+    if let Some(mode) = mode {
+        section.insert("mode".into(), mode.name().into());
+    }
+    if let Some(sync) = sync {
+        section.insert("sync".into(), sync.name().into());
+    }
+    let value = |key: &str| {
+        section
+            .get(key)
+            .map(|v| v.as_str().unwrap_or("?").to_string())
+    };
+    let mode = match value("mode").as_deref() {
+        None | Some("memory") => DurabilityMode::Memory,
+        Some("disk") => DurabilityMode::Disk,
+        Some(other) => return Err(format!("distributor config: durability.mode {other:?}")),
+    };
+    if mode == DurabilityMode::Memory {
+        return Ok(Durability {
+            mode,
+            sync: None,
+            dir: None,
+        });
+    }
+    let sync = match value("sync").as_deref() {
+        None | Some("fsync") => DurabilitySync::Fsync,
+        Some("write") => DurabilitySync::Write,
+        Some(other) => return Err(format!("distributor config: durability.sync {other:?}")),
+    };
+    let dir = std::path::absolute(results_dir.join("spool")).map_err(|e| e.to_string())?;
+    section.insert("sync".into(), sync.name().into());
+    section.insert("dir".into(), dir.display().to_string().into());
+    Ok(Durability {
+        mode,
+        sync: Some(sync),
+        dir: Some(dir),
+    })
+}
+
+/// Write the run's copy of the config into `results_dir`, changed as
+/// `overlay` says.
 pub fn write_run_config(
     config_text: &str,
     results_dir: &Path,
-    tls: Option<&PkiFiles>,
-    analyzers_everywhere: bool,
+    overlay: Overlay<'_>,
 ) -> Result<RunConfig, String> {
     let mut table: toml::Table =
         toml::from_str(config_text).map_err(|e| format!("distributor config: {e}"))?;
-    if let Some(pki) = tls {
+    let emitter_ack = match overlay.emitters {
+        EmitterKind::Frames => "none",
+        EmitterKind::NdjsonAck => {
+            add_ack_listener(&mut table)?;
+            "message"
+        }
+    };
+    if let Some(pki) = overlay.tls {
         add_tls(&mut table, pki)?;
     }
-    if analyzers_everywhere {
+    let durability = set_durability(&mut table, results_dir, overlay.durability, overlay.sync)?;
+    if overlay.analyzers_everywhere {
         table
             .entry("analyzers")
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
@@ -225,7 +350,52 @@ pub fn write_run_config(
         dead_letter_path,
         shutdown_grace,
         max_frame_bytes,
+        emitter_ack,
+        durability,
     })
+}
+
+impl RunConfig {
+    /// Rewrite the config with the addresses of `ready` (listeners in config
+    /// order, analyzers, admin), so that a restart binds the same ports and
+    /// emitters and analyzers find it where they were.
+    pub fn pin_addresses(&self, ready: &ReadyFile) -> Result<(), String> {
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| e.to_string())?;
+        let listeners = table
+            .get_mut("listeners")
+            .and_then(|l| l.as_array_mut())
+            .ok_or("run config: no [[listeners]]")?;
+        if listeners.len() != ready.listeners.len() {
+            return Err(format!(
+                "the ready file lists {} emitter listeners, the config {}",
+                ready.listeners.len(),
+                listeners.len()
+            ));
+        }
+        for (l, bound) in listeners.iter_mut().zip(&ready.listeners) {
+            l.as_table_mut()
+                .ok_or("run config: a [[listeners]] entry is not a table")?
+                .insert("address".into(), bound.address.clone().into());
+        }
+        let mut set = |section: &str, key: &str, value: &str| -> Result<(), String> {
+            table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or(format!("run config: [{section}] is not a table"))?
+                .insert(key.into(), value.into());
+            Ok(())
+        };
+        set("analyzers", "listen", &ready.analyzers)?;
+        if let Some(admin) = &ready.admin {
+            set("admin", "listen", admin)?;
+        }
+        let text = toml::to_string_pretty(&table).map_err(|e| e.to_string())?;
+        std::fs::write(&self.path, text)
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    }
 }
 
 /// How logdist ended.
@@ -253,6 +423,8 @@ pub struct DistributorProcess {
     pub analyzer_addr: SocketAddr,
     pub log_path: PathBuf,
     pub config: RunConfig,
+    /// Everything it bound, as its ready file said.
+    pub ready: ReadyFile,
 }
 
 /// The last lines of a log file, for error messages.
@@ -278,7 +450,12 @@ impl DistributorProcess {
         let log_path = results_dir.join("logdist.log");
         let ready_path = results_dir.join("logdist.ready.json");
         let _ = std::fs::remove_file(&ready_path);
-        let log = std::fs::File::create(&log_path)
+        // Appended to: a restarted logdist (crash profile) logs after the
+        // killed one.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
             .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(bin);
@@ -326,7 +503,7 @@ impl DistributorProcess {
                 let listener = ready
                     .listeners
                     .iter()
-                    .find(|l| l.ack == "none")
+                    .find(|l| l.ack == config.emitter_ack)
                     .or(ready.listeners.first())
                     .ok_or("ready file lists no emitter listener")?;
                 let emitter_addr = dialable(&listener.address)?;
@@ -338,6 +515,7 @@ impl DistributorProcess {
                     analyzer_addr,
                     log_path,
                     config,
+                    ready,
                 });
             }
             if Instant::now() >= deadline {
@@ -347,7 +525,8 @@ impl DistributorProcess {
                     log_tail(&log_path, 20)
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Often: a crash run measures the time to ready with this.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -359,6 +538,16 @@ impl DistributorProcess {
     /// Has it exited on its own?
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGKILL, as a crash: nothing is flushed, nothing drained. Returns
+    /// once it is gone (reaped).
+    pub async fn kill(mut self) -> Result<(RunConfig, ReadyFile), String> {
+        self.child
+            .kill()
+            .await
+            .map_err(|e| format!("cannot kill logdist (pid {}): {e}", self.pid))?;
+        Ok((self.config, self.ready))
     }
 
     /// SIGTERM, wait for the shutdown grace plus a margin, then SIGKILL.
@@ -411,7 +600,7 @@ mod tests {
     fn run_config_moves_dead_letters_into_results() {
         let dir = tempfile::tempdir().unwrap();
         let (text, _) = read_config("configs/basic.toml").unwrap();
-        let rc = write_run_config(&text, dir.path(), None, false).unwrap();
+        let rc = write_run_config(&text, dir.path(), Overlay::default()).unwrap();
         let written: toml::Table =
             toml::from_str(&std::fs::read_to_string(&rc.path).unwrap()).unwrap();
         let dl = written["delivery"]["dead_letter_path"].as_str().unwrap();
@@ -439,7 +628,11 @@ mod tests {
             .unwrap();
 
         let (text, _) = read_config("configs/chaos.toml").unwrap();
-        let rc = write_run_config(&text, dir.path(), Some(&files), false).unwrap();
+        let overlay = Overlay {
+            tls: Some(&files),
+            ..Overlay::default()
+        };
+        let rc = write_run_config(&text, dir.path(), overlay).unwrap();
         let written: toml::Table =
             toml::from_str(&std::fs::read_to_string(&rc.path).unwrap()).unwrap();
         let expected = |t: &toml::Value| {
@@ -467,6 +660,111 @@ mod tests {
             err.contains("server-key.pem") && err.contains("gen-certs.sh"),
             "{err}"
         );
+    }
+
+    /// `ndjson_ack` emitters get an `ack = "message"` listener; disk mode
+    /// spools into the results directory, fsync unless told otherwise.
+    #[test]
+    fn overlay_adds_an_acking_listener_and_durability() {
+        let dir = tempfile::tempdir().unwrap();
+        let (text, _) = read_config("configs/basic.toml").unwrap();
+        let written = |rc: &RunConfig| -> toml::Table {
+            toml::from_str(&std::fs::read_to_string(&rc.path).unwrap()).unwrap()
+        };
+
+        let rc = write_run_config(&text, dir.path(), Overlay::default()).unwrap();
+        assert_eq!(rc.emitter_ack, "none");
+        assert_eq!(rc.durability.describe(), "memory");
+        assert_eq!(written(&rc)["listeners"].as_array().unwrap().len(), 1);
+
+        let overlay = Overlay {
+            emitters: EmitterKind::NdjsonAck,
+            durability: Some(DurabilityMode::Disk),
+            ..Overlay::default()
+        };
+        let rc = write_run_config(&text, dir.path(), overlay).unwrap();
+        let t = written(&rc);
+        assert_eq!(rc.emitter_ack, "message");
+        let listeners = t["listeners"].as_array().unwrap();
+        assert_eq!(listeners.len(), 2);
+        assert_eq!(listeners[1]["ack"].as_str(), Some("message"));
+        assert_eq!(listeners[1]["address"].as_str(), Some("127.0.0.1:0"));
+        let spool = std::path::absolute(dir.path().join("spool")).unwrap();
+        assert_eq!(t["durability"]["mode"].as_str(), Some("disk"));
+        assert_eq!(t["durability"]["sync"].as_str(), Some("fsync"));
+        assert_eq!(t["durability"]["dir"].as_str(), spool.to_str());
+        assert_eq!(
+            rc.durability,
+            Durability {
+                mode: DurabilityMode::Disk,
+                sync: Some(DurabilitySync::Fsync),
+                dir: Some(spool),
+            }
+        );
+
+        // A config that has an acking listener keeps it as it is; sync write.
+        let with_ack =
+            format!("{text}\n[[listeners]]\naddress = \"127.0.0.1:0\"\nack = \"message\"\n");
+        let overlay = Overlay {
+            emitters: EmitterKind::NdjsonAck,
+            durability: Some(DurabilityMode::Disk),
+            sync: Some(DurabilitySync::Write),
+            ..Overlay::default()
+        };
+        let rc = write_run_config(&with_ack, dir.path(), overlay).unwrap();
+        let t = written(&rc);
+        assert_eq!(t["listeners"].as_array().unwrap().len(), 2);
+        assert_eq!(t["durability"]["sync"].as_str(), Some("write"));
+        assert!(
+            rc.durability
+                .describe()
+                .starts_with("disk (sync write, spool ")
+        );
+
+        // The config's own mode counts when the run sets none.
+        let disk = format!("{text}\n[durability]\nmode = \"disk\"\n");
+        let rc = write_run_config(&disk, dir.path(), Overlay::default()).unwrap();
+        assert_eq!(rc.durability.mode, DurabilityMode::Disk);
+        let overlay = Overlay {
+            durability: Some(DurabilityMode::Memory),
+            ..Overlay::default()
+        };
+        let rc = write_run_config(&disk, dir.path(), overlay).unwrap();
+        assert_eq!(written(&rc)["durability"]["mode"].as_str(), Some("memory"));
+        assert_eq!(rc.durability.dir, None);
+    }
+
+    /// A restart binds what the first start got.
+    #[test]
+    fn addresses_are_pinned_from_the_ready_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (text, _) = read_config("configs/basic.toml").unwrap();
+        let overlay = Overlay {
+            emitters: EmitterKind::NdjsonAck,
+            ..Overlay::default()
+        };
+        let rc = write_run_config(&text, dir.path(), overlay).unwrap();
+        let ready: ReadyFile = serde_json::from_str(
+            r#"{"pid":7,"listeners":[{"address":"127.0.0.1:4001","ack":"none"},
+                {"address":"127.0.0.1:4002","ack":"message"}],
+                "analyzers":"127.0.0.1:4003","admin":"127.0.0.1:4004"}"#,
+        )
+        .unwrap();
+        rc.pin_addresses(&ready).unwrap();
+        let t: toml::Table = toml::from_str(&std::fs::read_to_string(&rc.path).unwrap()).unwrap();
+        let listeners = t["listeners"].as_array().unwrap();
+        assert_eq!(listeners[0]["address"].as_str(), Some("127.0.0.1:4001"));
+        assert_eq!(listeners[1]["address"].as_str(), Some("127.0.0.1:4002"));
+        assert_eq!(listeners[1]["ack"].as_str(), Some("message"));
+        assert_eq!(t["analyzers"]["listen"].as_str(), Some("127.0.0.1:4003"));
+        assert_eq!(t["admin"]["listen"].as_str(), Some("127.0.0.1:4004"));
+        // The rest of the config is untouched.
+        assert_eq!(t["analyzers"]["window"].as_integer(), Some(4096));
+
+        let mismatched: ReadyFile =
+            serde_json::from_str(r#"{"pid":7,"listeners":[],"analyzers":"127.0.0.1:4003"}"#)
+                .unwrap();
+        assert!(rc.pin_addresses(&mismatched).is_err());
     }
 
     #[test]

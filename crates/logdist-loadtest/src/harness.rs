@@ -13,13 +13,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::ack_emitter::{self, AckEmitterConfig, AckStatus};
 use crate::analyzer::{self, AnalyzerCommand, AnalyzerContext, AnalyzerHandle};
-use crate::distributor_process::{self, DistributorProcess, log_tail};
+use crate::distributor_process::{self, DistributorProcess, Durability, Overlay, log_tail};
 use crate::emitter::{self, EmitterConfig, EmitterShared, SizeModel};
 use crate::partition::Island;
 use crate::payload::{ChecksumKind, EmitterNaming};
 use crate::priority::PriorityPlan;
-use crate::profile::{AnalyzerGroup, Profile};
+use crate::profile::{AnalyzerGroup, DurabilityMode, DurabilitySync, EmitterKind, Profile};
 use crate::recorder::Recorder;
 use crate::report::DistributorStats;
 use crate::timeline::{Progress, Sampler, TimelineRow};
@@ -50,6 +51,10 @@ pub struct RunOptions {
     pub island: Option<Arc<Island>>,
     /// Why a `partition` in the schedule was skipped.
     pub partition_skipped: Option<String>,
+    /// `--durability`: logdist's `[durability] mode` (else the profile's).
+    pub durability: Option<DurabilityMode>,
+    /// `--durability-sync`: its `[durability] sync`.
+    pub durability_sync: Option<DurabilitySync>,
 }
 
 /// TLS for the run: clients for the emitters and the analyzers (None: plain
@@ -71,12 +76,18 @@ pub struct Harness {
     pub duration: Duration,
     pub results_dir: PathBuf,
     pub distributor: Option<DistributorProcess>,
+    /// The binary, when the run started logdist (a crash run starts it again).
+    pub logdist_bin: Option<PathBuf>,
+    /// logdist's `[durability]`, when the run started it.
+    pub durability: Option<Durability>,
     pub emitter_addr: SocketAddr,
     pub analyzer_addr: SocketAddr,
     pub recorder: Arc<Recorder>,
     pub analyzers: Vec<AnalyzerHandle>,
     pub analyzer_settings: Vec<AnalyzerGroup>,
     pub emitters: Vec<Arc<EmitterShared>>,
+    /// `ndjson_ack` emitters: connection and first-`ok` times (empty for frames).
+    pub ack_status: Vec<Arc<AckStatus>>,
     pub emitter_ids: Vec<String>,
     emitter_tasks: Vec<JoinHandle<()>>,
     stop_emitters: CancellationToken,
@@ -135,6 +146,10 @@ impl Harness {
         let results_dir = create_results_dir(&opts.results_root, &profile.name)?;
 
         let mut tls = opts.tls.clone();
+        let logdist_bin = match &target {
+            Target::Start(bin) => Some(bin.clone()),
+            Target::Running(..) => None,
+        };
         let (distributor, emitter_addr, analyzer_addr, max_frame_bytes) = match target {
             Target::Running(e, a) => (None, e, a, 1024 * 1024),
             Target::Start(bin) => {
@@ -152,14 +167,16 @@ impl Harness {
                     }
                     None => None,
                 };
-                let cfg = distributor_process::write_run_config(
-                    &text,
-                    &results_dir,
-                    pki.as_ref(),
+                let overlay = Overlay {
+                    tls: pki.as_ref(),
                     // Behind the partition link, an analyzer reaches logdist
                     // over the link, not loopback.
-                    opts.island.is_some(),
-                )?;
+                    analyzers_everywhere: opts.island.is_some(),
+                    emitters: profile.emitters.kind,
+                    durability: opts.durability.or(profile.durability),
+                    sync: opts.durability_sync,
+                };
+                let cfg = distributor_process::write_run_config(&text, &results_dir, overlay)?;
                 let max_frame = cfg.max_frame_bytes;
                 let d = DistributorProcess::start(&bin, cfg, &results_dir, Duration::from_secs(15))
                     .await?;
@@ -185,7 +202,10 @@ impl Harness {
             plan: plan.clone(),
             max_frame_bytes,
             hello_id_prefix: format!("lt{run_tag:08x}-a"),
-            connect_timeout: Duration::from_secs(10),
+            // Across a crash, as long as a restart may take, and then some.
+            connect_timeout: profile.crash.as_ref().map_or(Duration::from_secs(10), |c| {
+                c.ready_timeout + Duration::from_secs(10)
+            }),
             tls: tls.analyzers.clone(),
             token: opts.analyzer_token.clone(),
             island: opts.island.clone(),
@@ -251,29 +271,57 @@ impl Harness {
         let n = profile.emitters.count as u32;
         let tick = profile.emitters.tick;
         let mut emitters = Vec::new();
+        let mut ack_status = Vec::new();
         let mut emitter_tasks = Vec::new();
         let mut emitter_ids = Vec::new();
         for (i, stream) in streams.into_iter().enumerate() {
             let shared = Arc::new(EmitterShared::with_rate(rate_per_emitter));
-            let cfg = EmitterConfig {
-                index: i as u32,
-                id: naming.id(i),
-                checksum: opts.checksum,
-                plan: plan.clone(),
-                sizes: sizes.clone(),
-                tick,
-                seed: opts.seed,
-            };
-            emitter_ids.push(cfg.id.clone());
+            let id = naming.id(i);
+            emitter_ids.push(id.clone());
             // Spread the emitters' ticks evenly over one tick.
             let start = epoch + tick * i as u32 / n;
-            emitter_tasks.push(tokio::spawn(emitter::run(
-                cfg,
-                shared.clone(),
-                stream,
-                start,
-                stop_emitters.child_token(),
-            )));
+            let stop = stop_emitters.child_token();
+            let task = match profile.emitters.kind {
+                EmitterKind::Frames => {
+                    let cfg = EmitterConfig {
+                        index: i as u32,
+                        id,
+                        checksum: opts.checksum,
+                        plan: plan.clone(),
+                        sizes: sizes.clone(),
+                        tick,
+                        seed: opts.seed,
+                    };
+                    tokio::spawn(emitter::run(cfg, shared.clone(), stream, start, stop))
+                }
+                EmitterKind::NdjsonAck => {
+                    let cfg = AckEmitterConfig {
+                        index: i as u32,
+                        id,
+                        checksum: opts.checksum,
+                        plan: plan.clone(),
+                        sizes: sizes.clone(),
+                        tick,
+                        seed: opts.seed,
+                        window: profile.emitters.window,
+                        target: emitter_addr,
+                        tls: tls.emitters.clone(),
+                        clock: epoch,
+                    };
+                    let status = Arc::new(AckStatus::default());
+                    ack_status.push(status.clone());
+                    tokio::spawn(ack_emitter::run(
+                        cfg,
+                        shared.clone(),
+                        status,
+                        recorder.clone(),
+                        stream,
+                        start,
+                        stop,
+                    ))
+                }
+            };
+            emitter_tasks.push(task);
             emitters.push(shared);
         }
         let interrupted = CancellationToken::new();
@@ -285,17 +333,23 @@ impl Harness {
         });
         let mut sampler =
             Sampler::new(analyzers.len(), harness_distributor.as_ref().map(|d| d.pid));
+        sampler.acked_only = profile.emitters.kind == EmitterKind::NdjsonAck;
         sampler.restart_meters();
         Ok(Harness {
             duration: opts.duration,
             results_dir,
+            durability: harness_distributor
+                .as_ref()
+                .map(|d| d.config.durability.clone()),
             distributor: harness_distributor,
+            logdist_bin,
             emitter_addr,
             analyzer_addr,
             recorder,
             analyzers,
             analyzer_settings: settings,
             emitters,
+            ack_status,
             emitter_ids,
             emitter_tasks,
             stop_emitters,
@@ -323,8 +377,18 @@ impl Harness {
         self.emitters.iter().map(|e| e.sent()).collect()
     }
 
+    /// Has everything arrived that must? Every message sent (frames), or
+    /// every line acked `ok` (`ndjson_ack`: the rest has no guarantee).
     pub fn all_received(&self) -> bool {
-        self.recorder.all_received(&self.sent())
+        match self.profile.emitters.kind {
+            EmitterKind::Frames => self.recorder.all_received(&self.sent()),
+            EmitterKind::NdjsonAck => self.recorder.all_acked_received(),
+        }
+    }
+
+    /// Measure the CPU of this logdist from now on (a crash run restarted it).
+    pub fn follow_distributor(&mut self, pid: u32) {
+        self.sampler.follow_distributor(pid);
     }
 
     fn sample(&mut self, phase: &str) {

@@ -103,6 +103,12 @@ impl Ledger {
         }
     }
 
+    /// The received bits of `emitter`: bit `c % 64` of word `c / 64` is set
+    /// once message `c` was committed (words past the end are all clear).
+    pub fn received_words(&self, emitter: usize) -> &[u64] {
+        &self.emitters[emitter].seen
+    }
+
     pub fn record_checksum_failure(&mut self, emitter: usize) {
         if let Some(e) = self.emitters.get_mut(emitter) {
             e.checksum_failures += 1;

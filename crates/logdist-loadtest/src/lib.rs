@@ -5,11 +5,14 @@
 //! TCP connection, speaking the seed wire formats. See README.md for usage.
 //! [`roles`]: the emitter and the analyzer as standalone processes.
 
+mod ack_emitter;
 mod analyzer;
 mod chaos;
 mod chart;
 pub mod cli;
+mod crash;
 mod distributor_process;
+mod durability_ledger;
 mod emitter;
 mod harness;
 mod ledger;

@@ -63,9 +63,14 @@ impl CpuMeter {
 
     /// CPU % of one core since the meter was created (up to the last sample).
     pub fn average(&self) -> Option<f64> {
+        let (wall, cpu) = self.totals()?;
+        (wall > 0.0).then(|| cpu / wall * 100.0)
+    }
+
+    /// Wall-clock and CPU seconds from the first to the last sample.
+    pub fn totals(&self) -> Option<(f64, f64)> {
         let ((t0, c0), (t1, c1)) = (self.first?, self.last?);
-        let wall = t1.duration_since(t0).as_secs_f64();
-        (wall > 0.0).then(|| (c1 - c0) / wall * 100.0)
+        Some((t1.duration_since(t0).as_secs_f64(), c1 - c0))
     }
 
     pub fn pid(&self) -> u32 {

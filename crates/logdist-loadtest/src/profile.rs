@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::payload::ChecksumKind;
 
 /// Names of the profiles that ship with logdist (`loadtest/profiles/<name>.toml`).
-pub const BUILTIN_PROFILES: [&str; 4] = ["basic", "throughput", "chaos", "max"];
+pub const BUILTIN_PROFILES: [&str; 5] = ["basic", "throughput", "chaos", "max", "crash"];
 
 /// Copies of the shipped profiles, compiled in so the binary works from any
 /// directory; a file at `loadtest/profiles/<name>.toml` under the working
@@ -21,6 +21,7 @@ fn embedded_profile(name: &str) -> Option<&'static str> {
         "throughput" => Some(include_str!("../../../loadtest/profiles/throughput.toml")),
         "chaos" => Some(include_str!("../../../loadtest/profiles/chaos.toml")),
         "max" => Some(include_str!("../../../loadtest/profiles/max.toml")),
+        "crash" => Some(include_str!("../../../loadtest/profiles/crash.toml")),
         _ => None,
     }
 }
@@ -39,6 +40,10 @@ pub struct Profile {
     pub distributor_config: String,
     #[serde(default)]
     pub checksum: ChecksumKind,
+    /// `[durability] mode` of the run's distributor config (None: as the
+    /// config says). `--durability` overrides it.
+    #[serde(default)]
+    pub durability: Option<DurabilityMode>,
     /// Pause between "all analyzers connected" and "emitters start".
     #[serde(with = "humantime_serde", default = "default_settle")]
     pub settle: Duration,
@@ -48,15 +53,70 @@ pub struct Profile {
     pub checks: Checks,
     pub chaos: Option<ChaosSettings>,
     pub ramp: Option<RampSettings>,
+    pub crash: Option<CrashSettings>,
 }
 
 fn default_settle() -> Duration {
     Duration::from_millis(300)
 }
 
+/// How emitters talk to logdist.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmitterKind {
+    /// Binary frames, open loop, no replies (`emitter.rs`); reconciled exactly once.
+    #[default]
+    Frames,
+    /// NDJSON lines to an `ack = "message"` listener, a bounded window of them
+    /// unanswered, reconnecting when the connection is lost (`ack_emitter.rs`);
+    /// every line acked `ok` must arrive at least once.
+    NdjsonAck,
+}
+
+/// `[durability] mode` of logdist.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Messages live in memory only: a crash loses what logdist holds.
+    Memory,
+    /// An `ok` reply means the message is on disk; a restart redelivers.
+    Disk,
+}
+
+impl DurabilityMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DurabilityMode::Memory => "memory",
+            DurabilityMode::Disk => "disk",
+        }
+    }
+}
+
+/// `[durability] sync` of logdist in disk mode.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySync {
+    /// `ok` after fdatasync: survives power loss.
+    Fsync,
+    /// `ok` after write(2): survives a crash of logdist, not of the host.
+    Write,
+}
+
+impl DurabilitySync {
+    pub fn name(self) -> &'static str {
+        match self {
+            DurabilitySync::Fsync => "fsync",
+            DurabilitySync::Write => "write",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmitterSettings {
+    /// Frames (open loop) or NDJSON with acks (closed loop, reconnecting).
+    #[serde(default)]
+    pub kind: EmitterKind,
     pub count: usize,
     /// Messages per second, per emitter.
     pub rate: f64,
@@ -67,6 +127,13 @@ pub struct EmitterSettings {
     pub size: SizeSettings,
     #[serde(default)]
     pub priority: PrioritySettings,
+    /// `ndjson_ack` only: at most this many lines written and not yet answered.
+    #[serde(default = "default_window")]
+    pub window: usize,
+}
+
+fn default_window() -> usize {
+    1000
 }
 
 fn default_tick() -> Duration {
@@ -304,6 +371,30 @@ pub struct RampSettings {
     pub min_offered: f64,
 }
 
+/// `[crash]`: SIGKILL logdist every `interval` and start it again on the same
+/// ports and spool directory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashSettings {
+    /// Time from the emitters' start to the first kill, and between kills.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// No kill in the last `quiet_tail` of the run.
+    #[serde(with = "humantime_serde", default = "default_crash_quiet_tail")]
+    pub quiet_tail: Duration,
+    /// How long a restarted logdist may take to write its ready file
+    /// (recovering a large spool takes time).
+    #[serde(with = "humantime_serde", default = "default_ready_timeout")]
+    pub ready_timeout: Duration,
+}
+
+fn default_crash_quiet_tail() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_ready_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
 fn default_step_drain() -> Duration {
     Duration::from_secs(5)
 }
@@ -362,6 +453,9 @@ impl Profile {
         if e.tick.is_zero() {
             return Err("emitters.tick must be positive".into());
         }
+        if e.window == 0 {
+            return Err("emitters.window must be at least 1".into());
+        }
         if !(e.size.mean > 0.0 && e.size.cv >= 0.0 && e.size.min <= e.size.max) {
             return Err("emitters.size: need mean > 0, cv >= 0, min <= max".into());
         }
@@ -410,6 +504,24 @@ impl Profile {
             && !(r.start_rate > 0.0 && r.factor > 1.0 && !r.step.is_zero())
         {
             return Err("ramp: need start_rate > 0, factor > 1, step > 0".into());
+        }
+        if self.ramp.is_some() && e.kind != EmitterKind::Frames {
+            return Err(
+                "ramp: needs emitters.kind = \"frames\" (the ramp measures open-loop senders)"
+                    .into(),
+            );
+        }
+        if let Some(c) = &self.crash {
+            if c.interval.is_zero() {
+                return Err("crash.interval must be positive".into());
+            }
+            if e.kind != EmitterKind::NdjsonAck {
+                return Err(
+                    "crash: needs emitters.kind = \"ndjson_ack\" (only acked messages have a \
+                     guarantee across a crash, and frame emitters do not reconnect)"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }
@@ -475,6 +587,45 @@ mod tests {
 
         let max = Profile::parse(embedded_profile("max").unwrap()).unwrap();
         assert!(max.ramp.is_some());
+        assert_eq!(max.emitters.kind, EmitterKind::Frames);
+
+        let crash = Profile::parse(embedded_profile("crash").unwrap()).unwrap();
+        assert_eq!(crash.emitters.kind, EmitterKind::NdjsonAck);
+        assert_eq!(crash.durability, Some(DurabilityMode::Disk));
+        assert_eq!(crash.duration, Duration::from_secs(120));
+        let c = crash.crash.as_ref().unwrap();
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert!(crash.checks.allow_duplicates && !crash.checks.check_shares);
+        let handshakes: Vec<_> = crash.analyzer_list().iter().map(|a| a.handshake).collect();
+        assert!(handshakes.contains(&Handshake::Seed) && handshakes.contains(&Handshake::Hello));
+    }
+
+    /// The crash fault needs emitters with acks; the ramp, frames.
+    #[test]
+    fn emitter_kind_fits_the_fault() {
+        let base = |kind: &str| {
+            format!(
+                "name = \"x\"\nduration = \"5s\"\ndistributor_config = \"c.toml\"\n\
+                 [emitters]\nkind = \"{kind}\"\ncount = 1\nrate = 10\n\
+                 [[analyzers]]\nweight = 1.0\n"
+            )
+        };
+        let crash = "[crash]\ninterval = \"3s\"\n";
+        let ramp = "[ramp]\nstart_rate = 10\nfactor = 2\nstep = \"1s\"\nmax_p99 = \"5ms\"\n";
+        let p = Profile::parse(&format!("{}{crash}", base("ndjson_ack"))).unwrap();
+        let c = p.crash.unwrap();
+        assert_eq!(
+            (c.quiet_tail, c.ready_timeout),
+            (Duration::from_secs(5), Duration::from_secs(30))
+        );
+        assert_eq!(p.emitters.window, 1000);
+        let err = Profile::parse(&format!("{}{crash}", base("frames"))).unwrap_err();
+        assert!(err.contains("ndjson_ack"), "{err}");
+        let err = Profile::parse(&format!("{}{ramp}", base("ndjson_ack"))).unwrap_err();
+        assert!(err.contains("frames"), "{err}");
+        assert!(Profile::parse(&format!("{}{ramp}", base("frames"))).is_ok());
+        let err = Profile::parse(&base("tcp")).unwrap_err();
+        assert!(err.contains("ndjson_ack"), "{err}");
     }
 
     #[test]

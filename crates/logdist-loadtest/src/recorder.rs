@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
+use crate::durability_ledger::AckLedger;
 use crate::ledger::{Ledger, Recorded};
 
 /// One message as an analyzer saw it, waiting for the analyzer's next ack.
@@ -66,6 +67,8 @@ pub fn new_histogram() -> Histogram<u64> {
 
 pub struct RecorderState {
     pub ledger: Ledger,
+    /// Replies to `ndjson_ack` emitters: which lines were acked `ok`.
+    pub acks: AckLedger,
     pub latency_by_priority: BTreeMap<u8, Histogram<u64>>,
     /// Latencies committed since the last timeline sample.
     pub latency_interval: Histogram<u64>,
@@ -92,6 +95,7 @@ impl Recorder {
         Recorder {
             state: Mutex::new(RecorderState {
                 ledger: Ledger::new(emitters),
+                acks: AckLedger::new(emitters),
                 latency_by_priority: BTreeMap::new(),
                 latency_interval: new_histogram(),
                 latency_step: new_histogram(),
@@ -171,6 +175,27 @@ impl Recorder {
                 }
             }
         }
+    }
+
+    /// Record the replies an `ndjson_ack` emitter read: the counters of the
+    /// lines acked `ok`, and the `reason` of each error reply.
+    pub fn record_replies(&self, emitter: usize, ok: &[u64], rejected: &[String]) {
+        if ok.is_empty() && rejected.is_empty() {
+            return;
+        }
+        let mut s = self.state.lock();
+        for &counter in ok {
+            s.acks.record_ok(emitter, counter);
+        }
+        for reason in rejected {
+            s.acks.record_rejected(emitter, reason);
+        }
+    }
+
+    /// Has every line acked `ok` so far been committed by an analyzer?
+    pub fn all_acked_received(&self) -> bool {
+        let s = self.state.lock();
+        s.acks.all_received(&s.ledger)
     }
 
     /// Run `f` on the analyzer's tally.

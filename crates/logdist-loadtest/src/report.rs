@@ -7,9 +7,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::chaos::ChaosEvent;
-use crate::distributor_process::StopOutcome;
+use crate::crash::CrashResult;
+use crate::distributor_process::{Durability, StopOutcome};
+use crate::durability_ledger::AckAccount;
 use crate::ledger::EmitterAccount;
-use crate::profile::{AnalyzerFormat, Checks, Handshake};
+use crate::profile::{AnalyzerFormat, Checks, EmitterKind, Handshake};
 use crate::recorder::{AnalyzerTally, Event, Percentiles};
 use crate::timeline::TimelineRow;
 
@@ -19,8 +21,14 @@ pub const GENERATOR_LAG_WARN_MS: f64 = 100.0;
 #[derive(Clone, Debug, Serialize)]
 pub struct EmitterRow {
     pub id: String,
+    /// For `ndjson_ack` emitters, `lost` counts lines acked `ok` that never
+    /// arrived (the rest carries no guarantee).
     #[serde(flatten)]
     pub account: EmitterAccount,
+    /// `ndjson_ack` emitters: the reconciliation against their replies.
+    pub acks: Option<AckAccount>,
+    /// `ndjson_ack` emitters: connections lost (and made again).
+    pub reconnects: Option<u64>,
     pub max_lag_ms: f64,
     pub error: Option<String>,
 }
@@ -59,6 +67,28 @@ pub struct Totals {
     pub priority_mismatches: u64,
     pub dead_lettered: Option<u64>,
     pub bytes_received: u64,
+}
+
+/// The replies to all `ndjson_ack` emitters (see `durability_ledger`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AckTotals {
+    pub acked_ok: u64,
+    pub rejected: u64,
+    pub unanswered: u64,
+    pub unacked_received: u64,
+    pub reconnects: u64,
+    /// Error replies by `reason`.
+    pub rejection_reasons: Vec<(String, u64)>,
+}
+
+impl AckTotals {
+    pub fn add(&mut self, a: &AckAccount, reconnects: u64) {
+        self.acked_ok += a.acked_ok;
+        self.rejected += a.rejected;
+        self.unanswered += a.unanswered;
+        self.unacked_received += a.unacked_received;
+        self.reconnects += reconnects;
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -171,11 +201,16 @@ pub struct Summary {
     pub analyzer_target: String,
     pub checksum: String,
     pub seed: u64,
+    pub emitter_kind: EmitterKind,
+    /// logdist's `[durability]` (None: a distributor the run did not start).
+    pub durability: Option<Durability>,
     pub emitter_id_prefix: String,
     pub passed: bool,
     pub failures: Vec<String>,
     pub warnings: Vec<String>,
     pub totals: Totals,
+    /// `ndjson_ack` emitters: what their replies said.
+    pub acks: Option<AckTotals>,
     pub throughput: Throughput,
     pub latency_overall: Percentiles,
     pub latency_by_priority: Vec<PriorityLatency>,
@@ -190,6 +225,7 @@ pub struct Summary {
     pub chaos_schedule: Vec<ChaosEvent>,
     pub events: Vec<Event>,
     pub ramp: Option<RampResult>,
+    pub crash: Option<CrashResult>,
     pub aborted: Option<String>,
 }
 
@@ -216,13 +252,26 @@ impl Summary {
                     )
                 })
                 .collect();
-            let mut msg = format!(
-                "LOSS: {} of {} sent messages never reached an analyzer ({:.3} %): {}",
-                t.lost,
-                t.sent,
-                t.lost as f64 * 100.0 / t.sent.max(1) as f64,
-                worst.join("; ")
-            );
+            let mut msg = match &self.acks {
+                Some(a) => format!(
+                    "LOSS: {} of {} messages acked ok by logdist never reached an analyzer \
+                     ({:.3} %; durability {}): {}",
+                    t.lost,
+                    a.acked_ok,
+                    t.lost as f64 * 100.0 / a.acked_ok.max(1) as f64,
+                    self.durability
+                        .as_ref()
+                        .map_or_else(|| "unknown".to_string(), |d| d.describe()),
+                    worst.join("; ")
+                ),
+                None => format!(
+                    "LOSS: {} of {} sent messages never reached an analyzer ({:.3} %): {}",
+                    t.lost,
+                    t.sent,
+                    t.lost as f64 * 100.0 / t.sent.max(1) as f64,
+                    worst.join("; ")
+                ),
+            };
             if let Some(d) = t.dead_lettered.filter(|&d| d > 0) {
                 let _ = write!(msg, "; the distributor dead-lettered {d} messages");
             }
@@ -261,6 +310,18 @@ impl Summary {
             } else {
                 failures.push(msg);
             }
+        }
+        if let Some(a) = self.acks.as_ref().filter(|a| a.rejected > 0) {
+            let reasons: Vec<String> = a
+                .rejection_reasons
+                .iter()
+                .map(|(r, n)| format!("{n} x {r}"))
+                .collect();
+            failures.push(format!(
+                "REJECTED: logdist answered {} valid lines with an error ({})",
+                a.rejected,
+                reasons.join(", ")
+            ));
         }
         let bad_checksums = t.checksum_failures;
         if bad_checksums > 0 {
@@ -374,6 +435,18 @@ impl Summary {
             self.checksum,
             self.seed
         );
+        let _ = writeln!(
+            s,
+            "emitters: {}; logdist durability: {}",
+            match self.emitter_kind {
+                EmitterKind::Frames => "binary frames, open loop",
+                EmitterKind::NdjsonAck => "NDJSON with a reply per line (ndjson_ack), closed loop",
+            },
+            self.durability.as_ref().map_or_else(
+                || "unknown (not started by the run)".to_string(),
+                |d| d.describe()
+            )
+        );
         let _ = writeln!(s, "results: {}", self.results_dir);
         let _ = writeln!(s);
         let _ = writeln!(s, "RESULT: {}", if self.passed { "PASS" } else { "FAIL" });
@@ -398,6 +471,13 @@ impl Summary {
                 None => String::new(),
             }
         );
+        if let Some(a) = &self.acks {
+            let _ = writeln!(
+                s,
+                "replies: acked ok {}  rejected {}  unanswered {}  received without an ok {}  reconnects {}",
+                a.acked_ok, a.rejected, a.unanswered, a.unacked_received, a.reconnects
+            );
+        }
         let tp = &self.throughput;
         let _ = writeln!(
             s,
@@ -430,25 +510,15 @@ impl Summary {
         }
         let _ = writeln!(s);
 
-        let _ = writeln!(
-            s,
-            "{:<18} {:>10} {:>10} {:>8} {:>6} {:>9} {:>9}",
-            "emitter", "sent", "received", "lost", "dup", "checksum", "lag ms"
-        );
-        for e in &self.emitters {
-            let a = &e.account;
-            let _ = writeln!(
-                s,
-                "{:<18} {:>10} {:>10} {:>8} {:>6} {:>9} {:>9.1}",
-                e.id, a.sent, a.received, a.lost, a.duplicated, a.checksum_failures, e.max_lag_ms
-            );
+        match &self.acks {
+            None => self.render_emitters(&mut s),
+            Some(a) => self.render_ack_emitters(&mut s, a),
         }
-        let _ = writeln!(
-            s,
-            "{:<18} {:>10} {:>10} {:>8} {:>6} {:>9}",
-            "total", t.sent, t.received, t.lost, t.duplicated, t.checksum_failures
-        );
         let _ = writeln!(s);
+        if let Some(c) = &self.crash {
+            s.push_str(&c.render_text());
+            let _ = writeln!(s);
+        }
 
         let _ = writeln!(
             s,
@@ -530,6 +600,77 @@ impl Summary {
             s.push_str(&r.render_text());
         }
         s
+    }
+
+    fn render_emitters(&self, s: &mut String) {
+        let t = &self.totals;
+        let _ = writeln!(
+            s,
+            "{:<18} {:>10} {:>10} {:>8} {:>6} {:>9} {:>9}",
+            "emitter", "sent", "received", "lost", "dup", "checksum", "lag ms"
+        );
+        for e in &self.emitters {
+            let a = &e.account;
+            let _ = writeln!(
+                s,
+                "{:<18} {:>10} {:>10} {:>8} {:>6} {:>9} {:>9.1}",
+                e.id, a.sent, a.received, a.lost, a.duplicated, a.checksum_failures, e.max_lag_ms
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{:<18} {:>10} {:>10} {:>8} {:>6} {:>9}",
+            "total", t.sent, t.received, t.lost, t.duplicated, t.checksum_failures
+        );
+    }
+
+    /// `ndjson_ack` emitters: lost means acked ok and never received.
+    fn render_ack_emitters(&self, s: &mut String, totals: &AckTotals) {
+        let t = &self.totals;
+        let _ = writeln!(
+            s,
+            "{:<18} {:>10} {:>10} {:>10} {:>8} {:>6} {:>12} {:>9} {:>7} {:>9}",
+            "emitter",
+            "sent",
+            "acked ok",
+            "received",
+            "lost",
+            "dup",
+            "unacked rcvd",
+            "checksum",
+            "reconn",
+            "lag ms"
+        );
+        for e in &self.emitters {
+            let (a, acks) = (&e.account, e.acks.clone().unwrap_or_default());
+            let _ = writeln!(
+                s,
+                "{:<18} {:>10} {:>10} {:>10} {:>8} {:>6} {:>12} {:>9} {:>7} {:>9.1}",
+                e.id,
+                a.sent,
+                acks.acked_ok,
+                a.received,
+                a.lost,
+                a.duplicated,
+                acks.unacked_received,
+                a.checksum_failures,
+                e.reconnects.unwrap_or(0),
+                e.max_lag_ms
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{:<18} {:>10} {:>10} {:>10} {:>8} {:>6} {:>12} {:>9} {:>7}",
+            "total",
+            t.sent,
+            totals.acked_ok,
+            t.received,
+            t.lost,
+            t.duplicated,
+            totals.unacked_received,
+            t.checksum_failures,
+            totals.reconnects
+        );
     }
 
     /// Write summary.json, summary.txt, timeline.csv and weights.csv.
@@ -663,11 +804,14 @@ mod tests {
             analyzer_target: String::new(),
             checksum: "fnv".into(),
             seed: 0,
+            emitter_kind: EmitterKind::Frames,
+            durability: None,
             emitter_id_prefix: String::new(),
             passed: false,
             failures: Vec::new(),
             warnings: Vec::new(),
             totals,
+            acks: None,
             throughput: Throughput::default(),
             latency_overall: Percentiles::default(),
             latency_by_priority: Vec::new(),
@@ -696,6 +840,7 @@ mod tests {
             chaos_schedule: Vec::new(),
             events: Vec::new(),
             ramp: None,
+            crash: None,
             aborted: None,
         }
     }
@@ -726,6 +871,76 @@ mod tests {
                  (see /r/dead_letters.ndjson)"
                     .to_string()
             ]
+        );
+    }
+
+    /// With acks: loss of acked lines fails the run and says so, duplicates
+    /// are a warning where allowed, error replies fail it.
+    #[test]
+    fn acked_loss_and_rejections_fail_duplicates_may_not() {
+        let totals = Totals {
+            sent: 100,
+            received: 98,
+            duplicated: 4,
+            dead_lettered: Some(0),
+            ..Totals::default()
+        };
+        let acks = AckTotals {
+            acked_ok: 95,
+            unanswered: 5,
+            unacked_received: 3,
+            ..AckTotals::default()
+        };
+        let with_acks = |totals: Totals, acks: AckTotals| Summary {
+            emitter_kind: EmitterKind::NdjsonAck,
+            acks: Some(acks),
+            ..summary(totals)
+        };
+        let allow = Checks {
+            allow_duplicates: true,
+            check_shares: false,
+            ..Checks::default()
+        };
+        let mut s = with_acks(totals.clone(), acks.clone());
+        s.evaluate(&allow);
+        assert!(s.passed, "{:?}", s.failures);
+        assert!(s.warnings.iter().any(|w| w.starts_with("DUPLICATES")));
+        let text = s.render_text();
+        assert!(
+            text.contains("acked ok 95") && text.contains("unacked rcvd"),
+            "{text}"
+        );
+
+        let mut s = with_acks(
+            Totals {
+                lost: 2,
+                ..totals.clone()
+            },
+            acks.clone(),
+        );
+        s.evaluate(&allow);
+        assert!(!s.passed);
+        assert!(
+            s.failures[0].starts_with("LOSS: 2 of 95 messages acked ok"),
+            "{:?}",
+            s.failures
+        );
+
+        let mut s = with_acks(
+            totals,
+            AckTotals {
+                rejected: 1,
+                rejection_reasons: vec![("invalid_json".into(), 1)],
+                ..acks
+            },
+        );
+        s.evaluate(&allow);
+        assert!(
+            s.failures
+                .iter()
+                .any(|f| f.starts_with("REJECTED") && f.contains("1 x invalid_json")),
+            "{:?}",
+            s.failures
         );
     }
 

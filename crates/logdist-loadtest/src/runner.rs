@@ -12,12 +12,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chaos::{self, ChaosEvent};
 use crate::chart;
+use crate::crash::{self, CrashResult};
 use crate::harness::{Harness, RunOptions};
+use crate::ledger::EmitterAccount;
+use crate::profile::EmitterKind;
 use crate::ramp;
 use crate::recorder::{Percentiles, new_histogram};
 use crate::report::{
-    AnalyzerRow, DistributorStats, EmitterRow, PriorityLatency, RampResult, Summary, Throughput,
-    Totals, shares,
+    AckTotals, AnalyzerRow, DistributorStats, EmitterRow, PriorityLatency, RampResult, Summary,
+    Throughput, Totals, shares,
 };
 
 /// What a run produced.
@@ -39,6 +42,7 @@ pub struct RunFacts {
     pub drained: bool,
     pub chaos_schedule: Vec<ChaosEvent>,
     pub ramp: Option<RampResult>,
+    pub crash: Option<CrashResult>,
     pub distributor: Option<DistributorStats>,
     pub dead_letters: Option<u64>,
     pub target_rate: f64,
@@ -60,8 +64,28 @@ pub fn build_summary(h: &Harness, opts: &RunOptions, facts: RunFacts) -> Summary
     let mut emitters = Vec::new();
     let mut max_lag_ms: f64 = 0.0;
     let mut write_wait_us = 0;
+    let acked_only = h.profile.emitters.kind == EmitterKind::NdjsonAck;
+    let mut ack_totals = acked_only.then(AckTotals::default);
     for (i, shared) in h.emitters.iter().enumerate() {
-        let account = s.ledger.account(i, sent[i]);
+        let mut account = s.ledger.account(i, sent[i]);
+        // With acks, only what was acked `ok` has to arrive: that is what
+        // `lost` counts.
+        let acks = acked_only.then(|| {
+            let a = s.acks.account(i, sent[i], &s.ledger);
+            account = EmitterAccount {
+                lost: a.lost,
+                first_lost: a.first_lost.clone(),
+                ..account
+            };
+            a
+        });
+        let reconnects = h
+            .ack_status
+            .get(i)
+            .map(|st| st.reconnects.load(Ordering::Relaxed));
+        if let (Some(t), Some(a)) = (ack_totals.as_mut(), &acks) {
+            t.add(a, reconnects.unwrap_or(0));
+        }
         totals.sent += account.sent;
         totals.received += account.received;
         totals.lost += account.lost;
@@ -74,6 +98,8 @@ pub fn build_summary(h: &Harness, opts: &RunOptions, facts: RunFacts) -> Summary
         emitters.push(EmitterRow {
             id: h.emitter_ids[i].clone(),
             account,
+            acks,
+            reconnects,
             max_lag_ms: lag,
             error: shared.error.lock().clone(),
         });
@@ -126,6 +152,14 @@ pub fn build_summary(h: &Harness, opts: &RunOptions, facts: RunFacts) -> Summary
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
     rejection_reasons.sort();
+    if let Some(t) = ack_totals.as_mut() {
+        t.rejection_reasons = s
+            .acks
+            .rejection_reasons
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+    }
     let mut summary = Summary {
         profile: h.profile.name.clone(),
         description: h.profile.description.clone(),
@@ -143,11 +177,14 @@ pub fn build_summary(h: &Harness, opts: &RunOptions, facts: RunFacts) -> Summary
         analyzer_target: h.analyzer_addr.to_string(),
         checksum: opts.checksum.name().to_string(),
         seed: opts.seed,
+        emitter_kind: h.profile.emitters.kind,
+        durability: h.durability.clone(),
         emitter_id_prefix: h.naming.id(0).trim_end_matches('0').to_string(),
         passed: false,
         failures: Vec::new(),
         warnings: Vec::new(),
         totals,
+        acks: ack_totals,
         throughput,
         latency_overall: Percentiles::of(&overall),
         latency_by_priority,
@@ -162,6 +199,7 @@ pub fn build_summary(h: &Harness, opts: &RunOptions, facts: RunFacts) -> Summary
         chaos_schedule: facts.chaos_schedule,
         events: s.events.clone(),
         ramp: facts.ramp,
+        crash: facts.crash,
         aborted: h.aborted.clone().or_else(|| h.interrupted_note.clone()),
     };
     drop(s);
@@ -181,6 +219,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
     let mut chaos_schedule = Vec::new();
     let stop_chaos = CancellationToken::new();
     let mut ramp_result = None;
+    let mut crash_result = None;
     let run_secs;
 
     if let Some(r) = &ramp_settings {
@@ -203,8 +242,13 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
                 chaos::run_with_senders(events, handles, epoch, stop).await
             }));
         }
-        let end = h.epoch + opts.duration;
-        h.wait_until(end, "run", |_| false).await;
+        match &profile.crash {
+            Some(c) => crash_result = Some(crash::run(&mut h, c, opts.duration).await),
+            None => {
+                let end = h.epoch + opts.duration;
+                h.wait_until(end, "run", |_| false).await;
+            }
+        }
         stop_chaos.cancel();
         if let Some(t) = chaos_task {
             let _ = t.await;
@@ -235,6 +279,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         drained,
         chaos_schedule,
         ramp: ramp_result,
+        crash: crash_result,
         distributor,
         dead_letters,
         target_rate,

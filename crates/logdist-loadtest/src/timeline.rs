@@ -30,7 +30,8 @@ pub struct TimelineRow {
     pub latency: Percentiles,
     /// Sent but not received yet.
     pub in_flight: u64,
-    /// Sent more than OVERDUE_AFTER_SECS ago and not received.
+    /// Sent more than OVERDUE_AFTER_SECS ago and not received (`ndjson_ack`:
+    /// only lines acked `ok` count).
     pub lost_so_far: u64,
     /// Worst emitter lag behind its schedule right now.
     pub generator_lag_ms: f64,
@@ -51,8 +52,12 @@ pub struct Sampler {
     /// Per-emitter sent counts at each of the last few samples.
     sent_history: VecDeque<Vec<u64>>,
     distributor_cpu: Option<CpuMeter>,
+    /// Meters of logdist processes a crash run killed: (wall, CPU) seconds.
+    distributor_cpu_before: (f64, f64),
     own_cpu: CpuMeter,
     pub distributor_cpu_peak: f64,
+    /// "Lost so far" counts only lines acked `ok` (`ndjson_ack` emitters).
+    pub acked_only: bool,
 }
 
 impl Sampler {
@@ -65,9 +70,21 @@ impl Sampler {
             events_seen: 0,
             sent_history: VecDeque::new(),
             distributor_cpu: distributor_pid.map(CpuMeter::new),
+            distributor_cpu_before: (0.0, 0.0),
             own_cpu: CpuMeter::new(std::process::id()),
             distributor_cpu_peak: 0.0,
+            acked_only: false,
         }
+    }
+
+    /// Meter the CPU of a new logdist (restarted after a kill); the average
+    /// goes on over the old and the new ones.
+    pub fn follow_distributor(&mut self, pid: u32) {
+        if let Some((wall, cpu)) = self.distributor_cpu.as_ref().and_then(|m| m.totals()) {
+            self.distributor_cpu_before.0 += wall;
+            self.distributor_cpu_before.1 += cpu;
+        }
+        self.distributor_cpu = Some(CpuMeter::new(pid));
     }
 
     /// Restart the CPU meters (call when emitters start, so averages cover the run).
@@ -79,7 +96,13 @@ impl Sampler {
     }
 
     pub fn distributor_cpu_average(&self) -> Option<f64> {
-        self.distributor_cpu.as_ref().and_then(|m| m.average())
+        let (wall0, cpu0) = self.distributor_cpu_before;
+        let (wall, cpu) = self
+            .distributor_cpu
+            .as_ref()
+            .and_then(|m| m.totals())
+            .unwrap_or((0.0, 0.0));
+        (wall + wall0 > 0.0).then(|| (cpu + cpu0) / (wall + wall0) * 100.0)
     }
 
     pub fn own_cpu_average(&self) -> Option<f64> {
@@ -116,7 +139,12 @@ impl Sampler {
             let committed: Vec<u64> = s.analyzers.iter().map(|a| a.committed).collect();
             let latency = Percentiles::of(&s.latency_interval);
             s.latency_interval.reset();
-            let lost = s.ledger.overdue(&cutoff);
+            let lost = if self.acked_only {
+                let s = &mut *s;
+                s.acks.overdue(&s.ledger, &cutoff)
+            } else {
+                s.ledger.overdue(&cutoff)
+            };
             let events: Vec<String> = s.events[self.events_seen..]
                 .iter()
                 .map(|e| match e.analyzer {

@@ -287,6 +287,179 @@ fn analyzer_that_drops_messages_fails_the_run_with_loss() {
     assert_eq!(run.total("duplicated"), 0, "{}", run.describe());
 }
 
+/// `ndjson_ack` emitters against memory mode, nothing killed: every line is
+/// answered `ok` and arrives exactly once.
+#[test]
+fn ndjson_ack_emitters_lose_nothing_acked() {
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ndjson_ack.toml");
+    let run = serial_run(
+        &[
+            "ndjson-ack",
+            "--profile-file",
+            profile.to_str().unwrap(),
+            "--quiet",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    run.assert_exact();
+    let s = run.summary();
+    assert_eq!(s["emitter_kind"], "ndjson_ack");
+    assert_eq!(s["durability"]["mode"], "memory");
+    let acked = s["acks"]["acked_ok"].as_u64().unwrap();
+    assert!(acked > 3000, "{}", run.describe());
+    // No connection was lost: every line was answered, and `ok`.
+    assert_eq!(acked, run.total("sent"), "{}", run.describe());
+    assert_eq!(run.total("received"), acked);
+    for key in ["rejected", "unanswered", "unacked_received", "reconnects"] {
+        assert_eq!(s["acks"][key], 0, "{key}\n{}", run.describe());
+    }
+    assert!(run.stdout().contains("acked ok"), "{}", run.describe());
+}
+
+/// `--durability memory --durability-sync write` reach the run's config and
+/// the report. (Disk mode itself runs in `crash_in_disk_mode_loses_nothing_acked`.)
+#[test]
+fn durability_flags_set_the_run_config() {
+    let run = serial_run(
+        &[
+            "basic",
+            "--duration",
+            "2s",
+            "--quiet",
+            "--durability",
+            "memory",
+            "--durability-sync",
+            "write",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    run.assert_exact();
+    let dir = run.results_dir.as_ref().unwrap();
+    let config: toml::Table =
+        toml::from_str(&std::fs::read_to_string(dir.join("logdist.toml")).unwrap()).unwrap();
+    assert_eq!(config["durability"]["mode"].as_str(), Some("memory"));
+    assert_eq!(config["durability"]["sync"].as_str(), Some("write"));
+    assert_eq!(run.summary()["durability"]["mode"], "memory");
+    assert!(
+        run.stdout().contains("logdist durability: memory"),
+        "{}",
+        run.describe()
+    );
+}
+
+/// The shipped `crash` profile with a shorter kill interval, quiet tail and
+/// drain, for a run of seconds; written into `dir`.
+fn short_crash_profile(dir: &Path, interval: &str, quiet_tail: &str, drain: &str) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../loadtest/profiles/crash.toml");
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let mut profile: toml::Table = toml::from_str(&text).unwrap();
+    let set = |t: &mut toml::Table, section: &str, key: &str, value: &str| {
+        t[section]
+            .as_table_mut()
+            .unwrap()
+            .insert(key.into(), value.into());
+    };
+    set(&mut profile, "crash", "interval", interval);
+    set(&mut profile, "crash", "quiet_tail", quiet_tail);
+    set(&mut profile, "checks", "drain_timeout", drain);
+    let path = dir.join("crash.toml");
+    std::fs::write(&path, toml::to_string(&profile).unwrap()).unwrap();
+    path
+}
+
+/// Checks a crash run's restarts: each one ready, and every emitter acked
+/// `ok` again by the new logdist on the same ports; `kills` of them.
+fn assert_restarts(run: &Run, kills: usize) {
+    let s = run.summary();
+    let restarts = s["crash"]["restarts"].as_array().unwrap();
+    assert_eq!(restarts.len(), kills, "{}", run.describe());
+    for r in restarts {
+        assert!(r["ready_secs"].as_f64().unwrap() < 30.0, "{r}");
+        assert_ne!(r["old_pid"], r["new_pid"]);
+        assert!(
+            r["all_acked_secs"].as_f64().is_some(),
+            "{r}\n{}",
+            run.describe()
+        );
+    }
+    // Every emitter reconnected after every kill.
+    assert!(
+        s["acks"]["reconnects"].as_u64().unwrap()
+            >= (s["emitters"].as_array().unwrap().len() * kills) as u64,
+        "{}",
+        run.describe()
+    );
+    let log =
+        std::fs::read_to_string(run.results_dir.as_ref().unwrap().join("logdist.log")).unwrap();
+    assert_eq!(
+        log.matches("logdist-loadtest: SIGKILL to pid").count(),
+        kills
+    );
+    assert!(run.stdout().contains("all acked s"), "{}", run.describe());
+}
+
+/// The crash fault against memory mode: logdist is SIGKILLed twice and
+/// restarted on the same ports; emitters and analyzers reconnect, and the
+/// messages it had acked but not delivered are gone, which the run must
+/// report as LOSS.
+#[test]
+fn crash_in_memory_mode_loses_acked_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = short_crash_profile(dir.path(), "3s", "2s", "3s");
+    let run = serial_run(
+        &[
+            "crash",
+            "--profile-file",
+            profile.to_str().unwrap(),
+            "--duration",
+            "8s",
+            "--durability",
+            "memory",
+            "--quiet",
+        ],
+        Duration::from_secs(90),
+    );
+    assert_eq!(run.output.status.code(), Some(1), "{}", run.describe());
+    assert!(
+        run.stderr().contains("LOSS:") && run.stderr().contains("acked ok by logdist"),
+        "{}",
+        run.describe()
+    );
+    assert!(run.total("lost") > 0);
+    assert_eq!(run.summary()["durability"]["mode"], "memory");
+    assert_restarts(&run, 2);
+}
+
+/// The crash profile as it is meant: disk mode, two SIGKILLs, and every
+/// message logdist acked `ok` reaches an analyzer.
+#[test]
+fn crash_in_disk_mode_loses_nothing_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = short_crash_profile(dir.path(), "8s", "5s", "30s");
+    let run = serial_run(
+        &[
+            "crash",
+            "--profile-file",
+            profile.to_str().unwrap(),
+            "--duration",
+            "25s",
+            "--quiet",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    assert_eq!(run.total("lost"), 0, "{}", run.describe());
+    let s = run.summary();
+    assert_eq!(s["durability"]["mode"], "disk");
+    assert_eq!(s["durability"]["sync"], "fsync");
+    assert!(s["acks"]["acked_ok"].as_u64().unwrap() > 10_000);
+    let spool = run.results_dir.as_ref().unwrap().join("spool");
+    assert!(spool.is_dir(), "no spool at {}", spool.display());
+    assert_restarts(&run, 2);
+}
+
 /// A logdist started by the test, killed when dropped.
 struct Distributor(Child);
 
@@ -528,7 +701,9 @@ fn help_explains_the_options() {
         "--tls-server-name",
         "--tls-dir",
         "--analyzer-token",
-        "basic, throughput, chaos, max",
+        "--durability",
+        "--durability-sync",
+        "basic, throughput, chaos, max, crash",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }

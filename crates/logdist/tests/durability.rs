@@ -41,17 +41,23 @@ struct Logdist {
 
 impl Logdist {
     /// Starts logdist with its spool in `dir/spool`, on ephemeral ports (or
-    /// `ports`, for a restart); `durability` adds lines to `[durability]`.
-    fn start(dir: &Path, ports: Option<Ports>, durability: &str) -> Logdist {
-        let child = spawn(dir, ports, durability);
+    /// `ports`, for a restart); `extra` adds `durability.*` keys.
+    fn start(dir: &Path, ports: Option<Ports>, extra: &str) -> Logdist {
+        Logdist::start_with(dir, ports, extra, "")
+    }
+
+    /// [`start`](Self::start), with `delivery` adding `delivery.*` keys.
+    fn start_with(dir: &Path, ports: Option<Ports>, extra: &str, delivery: &str) -> Logdist {
         let ready = dir.join("ready.json");
-        let mut child = child;
+        let _ = std::fs::remove_file(&ready);
+        let mut child = spawn(dir, ports, extra, delivery);
         let deadline = Instant::now() + Duration::from_secs(20);
-        let text = loop {
+        let ready: Value = loop {
+            // Parsed whole, or it is still being written.
             if let Ok(text) = std::fs::read_to_string(&ready)
-                && text.ends_with('\n')
+                && let Ok(ready) = serde_json::from_str(&text)
             {
-                break text;
+                break ready;
             }
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("logdist exited early with {status}");
@@ -59,7 +65,6 @@ impl Logdist {
             assert!(Instant::now() < deadline, "no ready file");
             std::thread::sleep(Duration::from_millis(10));
         };
-        let ready: Value = serde_json::from_str(&text).unwrap();
         let address = |v: &Value| v.as_str().unwrap().parse::<SocketAddr>().unwrap();
         let ports = Ports {
             acked: address(&ready["listeners"][0]["address"]),
@@ -79,11 +84,10 @@ impl Logdist {
     }
 
     /// SIGKILL, then a new process on the same ports and spool.
-    fn crash_and_restart(mut self, durability: &str) -> Logdist {
+    fn crash_and_restart(mut self, extra: &str) -> Logdist {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        let _ = std::fs::remove_file(self.dir.join("ready.json"));
-        Logdist::start(&self.dir, Some(self.ports), durability)
+        Logdist::start(&self.dir, Some(self.ports), extra)
     }
 
     /// SIGTERM and wait for the exit (bounded).
@@ -132,7 +136,7 @@ impl Drop for Logdist {
     }
 }
 
-fn spawn(dir: &Path, ports: Option<Ports>, durability: &str) -> Child {
+fn spawn(dir: &Path, ports: Option<Ports>, extra: &str, delivery: &str) -> Child {
     let port = |pick: fn(&Ports) -> SocketAddr| {
         ports
             .as_ref()
@@ -147,9 +151,9 @@ fn spawn(dir: &Path, ports: Option<Ports>, durability: &str) -> Child {
             "[[listeners]]\naddress = \"{acked}\"\nack = \"message\"\n\n\
              [[listeners]]\naddress = \"{plain}\"\nack = \"none\"\n\n\
              [analyzers]\nlisten = \"{analyzers}\"\n\n\
-             [delivery]\ndead_letter_path = {dead:?}\nshutdown_grace = \"1s\"\n\n\
+             [delivery]\ndead_letter_path = {dead:?}\nshutdown_grace = \"1s\"\n{delivery}\n\n\
              [admin]\nlisten = \"{admin}\"\n\n\
-             [durability]\nmode = \"disk\"\ndir = {spool:?}\n{durability}\n",
+             [durability]\nmode = \"disk\"\ndir = {spool:?}\n{extra}\n",
             acked = port(|p| p.acked),
             plain = port(|p| p.plain),
             analyzers = port(|p| p.analyzers),
@@ -305,10 +309,12 @@ async fn messages_acked_ok_survive_sigkill_while_analyzers_consume() {
         let consumed = consumed.clone();
         async move {
             let mut got = Vec::new();
-            while let Some(message) = before.next().await {
+            while let Some(message) = before.next_or_closed().await {
                 got.push(seq_of(&message));
                 if before.received.is_multiple_of(100) {
-                    before.ack().await;
+                    if before.try_ack().await.is_err() {
+                        break;
+                    }
                     consumed.store(true, Ordering::Relaxed);
                 }
             }
@@ -350,7 +356,7 @@ async fn a_full_spool_slows_emitters_and_drains_when_an_analyzer_comes() {
     // A spool of 4 MiB in 1 MiB segments, a tiny holding queue: the spool
     // is what fills.
     let durability = "segment_bytes = 1048576\nmax_bytes = 4194304";
-    let logdist = Logdist::start(dir.path(), None, durability);
+    let logdist = Logdist::start_with(dir.path(), None, durability, "hold_capacity = 100");
     let written = Arc::new(AtomicU64::new(0));
     let sender = tokio::spawn({
         let (addr, written) = (logdist.ports.plain, written.clone());
@@ -399,13 +405,28 @@ async fn a_full_spool_slows_emitters_and_drains_when_an_analyzer_comes() {
     let draining = tokio::spawn(async move {
         let mut seen = BTreeSet::new();
         let mut duplicates = 0;
-        while let Some(message) = analyzer.next().await {
+        loop {
+            // Acks every 200, and whatever it has whenever the stream pauses.
+            let next = tokio::time::timeout(Duration::from_millis(50), analyzer.next_or_closed());
+            let message = match next.await {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                // (Nothing to ack before the first message: a seed analyzer
+                // that sends a word first is not one.)
+                Err(_) if analyzer.received == 0 => continue,
+                Err(_) => {
+                    if analyzer.try_ack().await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
             let seq = u64::from_be_bytes(message.payload()[..8].try_into().unwrap());
             if !seen.insert(seq) {
                 duplicates += 1;
             }
-            if analyzer.received.is_multiple_of(200) {
-                analyzer.ack().await;
+            if analyzer.received.is_multiple_of(200) && analyzer.try_ack().await.is_err() {
+                break;
             }
         }
         (seen, duplicates)

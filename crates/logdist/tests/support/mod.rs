@@ -249,6 +249,18 @@ impl SeedAnalyzer {
         message
     }
 
+    /// The next message, or None if the connection ended, reset included
+    /// (the distributor was killed).
+    pub async fn next_or_closed(&mut self) -> Option<Message> {
+        let message = within("a message at a seed analyzer", self.frames.next())
+            .await
+            .and_then(Result::ok);
+        if message.is_some() {
+            self.received += 1;
+        }
+        message
+    }
+
     /// Receives `n` messages and acks them all.
     pub async fn take_and_ack(&mut self, n: usize) -> Vec<Message> {
         let mut out = Vec::with_capacity(n);
@@ -265,6 +277,12 @@ impl SeedAnalyzer {
 
     pub async fn ack(&mut self) {
         send(&mut self.writer, &seed_ack_word(self.received)).await;
+    }
+
+    /// [`ack`](Self::ack) on a connection that may be gone.
+    pub async fn try_ack(&mut self) -> std::io::Result<()> {
+        self.writer.write_all(&seed_ack_word(self.received)).await?;
+        self.writer.flush().await
     }
 
     pub async fn set_weight(&mut self, weight: f32) {
