@@ -39,6 +39,29 @@ loadtest-test:
     cargo build -p logdist
     cargo test -p logdist-loadtest
 
+# ---- Containers (Dockerfile, docker-compose.yml; README, "Run with Docker") ------
+
+# Build the image logdist:local (logdist, logdist-ship, logdist-loadtest).
+docker-build *ARGS:
+    docker build -t logdist:local {{ARGS}} .
+
+# (Extra arguments go to `docker compose up`, e.g. `just compose-up -d --scale analyzer-3=2`.)
+# Build and start logdist, 3 analyzers (weights 1:2:3), 3 emitters and a shipper; Ctrl-C stops.
+compose-up *ARGS:
+    docker compose up --build {{ARGS}}
+
+# Stop and remove everything `compose-up` started (add -v to drop the volumes too).
+compose-down *ARGS:
+    docker compose --profile monitoring down {{ARGS}}
+
+# Lint the Dockerfile and docker-compose.yml without a Docker engine (scripts/README.md).
+lint-container:
+    scripts/lint-container.sh
+
+# The max benchmark in memory and disk mode, as a Markdown table.
+bench *ARGS:
+    scripts/bench.sh {{ARGS}}
+
 # ---- The two README commands ---------------------------------------------------
 
 # The main job: a complete distributor + emitters + analyzers run with a report.

@@ -29,6 +29,8 @@ pub const EXIT_ERROR: i32 = 2;
 #[command(
     name = "logdist-loadtest",
     version,
+    after_help = "Standalone roles, one process each (docker-compose.yml uses them): \
+`logdist-loadtest emitter --help`, `logdist-loadtest analyzer --help`.",
     about = "Load test for logdist: simulates emitters and analyzers, reconciles every message.",
     long_about = "Load test for logdist.\n\n\
 One process simulates all emitters and analyzers of a profile as async tasks, each with its \

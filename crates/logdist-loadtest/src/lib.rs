@@ -3,6 +3,7 @@
 //!
 //! One process runs all emitters and analyzers as tokio tasks, each with its own
 //! TCP connection, speaking the seed wire formats. See README.md for usage.
+//! [`roles`]: the emitter and the analyzer as standalone processes.
 
 mod ack_emitter;
 mod analyzer;
@@ -23,5 +24,6 @@ mod profile;
 mod ramp;
 mod recorder;
 mod report;
+pub mod roles;
 mod runner;
 mod timeline;

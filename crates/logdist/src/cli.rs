@@ -49,6 +49,59 @@ pub enum Command {
     /// Work with the dead-letter file.
     #[command(subcommand)]
     DeadLetter(DeadLetterCommand),
+    /// Ask a running distributor's admin API whether it is healthy
+    /// (GET /api/v1/health) and say it in the exit status: 0 healthy or
+    /// degraded, 1 unhealthy, unreachable or any error (for container health
+    /// checks: no curl needed).
+    Health(HealthArgs),
+}
+
+/// `logdist health`: where the admin API is, and what counts as healthy.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The address is --admin (LOGDIST_ADMIN_LISTEN), else [admin] listen of \
+--config (LOGDIST_CONFIG), else 127.0.0.1:8082; 0.0.0.0 and [::] are asked on loopback. When \
+the config's [admin] has `tls`, the request goes over HTTPS and the certificate must be the \
+one in its tls.cert (or chain to --tls-ca); with tls.client_ca, pass --tls-cert/--tls-key. \
+The health endpoint needs no admin token. Prints one line, e.g. \
+`healthy: 3 of 3 analyzers active, up 5m2s (http://127.0.0.1:8082/api/v1/health)`; errors \
+go to stderr. Exit status: 0 healthy or degraded (with --live: any answer; with \
+--min-analyzers: and enough active analyzers), 1 otherwise."
+)]
+pub struct HealthArgs {
+    /// The admin API, HOST:PORT (default: the config's [admin] listen).
+    #[arg(long, value_name = "HOST:PORT", env = "LOGDIST_ADMIN_LISTEN")]
+    pub admin: Option<String>,
+    /// The distributor's config file: where its admin API listens, and its TLS.
+    #[arg(short, long, env = "LOGDIST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Give up (exit 1) when no answer came within this.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Pass on any answer of the health endpoint, unhealthy included: the
+    /// process is up and serving (a liveness check). A distributor without
+    /// analyzers is unhealthy.
+    #[arg(long)]
+    pub live: bool,
+    /// Also require at least N active (healthy) analyzers.
+    #[arg(long, value_name = "N")]
+    pub min_analyzers: Option<u64>,
+    /// Use HTTPS (implied by a --config whose [admin] has `tls`).
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM CA certificate(s) the admin API's certificate must chain to
+    /// (default with a --config: trust exactly its [admin] tls.cert).
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate, for an admin API with `client_ca`. Needs --tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+    /// With --tls-ca: the name the certificate must carry (default: the host asked).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

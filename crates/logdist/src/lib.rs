@@ -12,7 +12,8 @@
 //! Below them: [`config`], [`stats`], [`budget`] (the memory budget), [`refusal`],
 //! [`closes`], [`shutdown`], [`accept`], [`api_error`] and [`transport`] (allow lists, TLS, the stream type every
 //! connection uses), which import none of the stages. Above them: [`server`],
-//! which wires the stages together, and [`cli`]. ARCHITECTURE.md at the
+//! which wires the stages together, [`cli`], and [`health`] (the `logdist
+//! health` client). ARCHITECTURE.md at the
 //! repository root has the map and the invariants.
 
 pub mod accept;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod custody;
 pub mod delivery;
+pub mod health;
 pub mod ingest;
 pub mod log_limit;
 pub mod refusal;

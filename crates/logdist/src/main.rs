@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use logdist::cli::{Cli, Command, DeadLetterCommand, ReplayArgs, ServeArgs};
+use logdist::cli::{Cli, Command, DeadLetterCommand, HealthArgs, ReplayArgs, ServeArgs};
 use logdist::control::reload::ReloadHandle;
 use logdist::server::{BindError, write_ready_file};
 use logdist::{Config, Server};
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
 
     match cli.command {
         Some(Command::DeadLetter(DeadLetterCommand::Replay(args))) => with_runtime(0, replay(args)),
+        Some(Command::Health(args)) => with_runtime(1, health(args)),
         None => {
             let config = match cli.serve.load_config() {
                 Ok(config) => config,
@@ -86,6 +87,34 @@ async fn replay(args: ReplayArgs) -> ExitCode {
         }
         Err(err) => {
             eprintln!("logdist: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `logdist health`: one line on stdout when the admin API answered (errors
+/// on stderr); 0 when it passes, 1 otherwise.
+async fn health(args: HealthArgs) -> ExitCode {
+    let endpoint = match logdist::health::endpoint(&args) {
+        Ok(endpoint) => endpoint,
+        Err(err) => {
+            eprintln!("logdist health: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match logdist::health::ask(&endpoint, args.timeout).await {
+        Ok(answer) => {
+            let verdict =
+                logdist::health::judge(&answer, &endpoint.url(), args.live, args.min_analyzers);
+            println!("{}", verdict.line);
+            if verdict.pass {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("logdist health: {err}");
             ExitCode::FAILURE
         }
     }
