@@ -367,9 +367,18 @@ impl EmitterConnection {
         let placed = match ctx.router.place(table, cursor, env) {
             Ok(placed) => Ok(placed),
             Err(env) if let Some(spooling) = &ctx.spooling => {
-                spooling.spill(env);
-                self.tally.backlogged += 1;
-                return Ok(());
+                self.flush_tally(ctx);
+                let hard_stop = &ctx.shutdown.hard_stop;
+                match spooling
+                    .wait_or_spill(&ctx.router, cursor, env, hard_stop)
+                    .await
+                {
+                    Some(placed) => Ok(placed),
+                    None => {
+                        self.tally.backlogged += 1;
+                        return Ok(());
+                    }
+                }
             }
             Err(env) => {
                 // Backpressure: this may wait long, so publish the counts first.

@@ -346,8 +346,13 @@ async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>)
             Err(env) => env,
         };
         if let Some(spooling) = &ctx.spooling {
-            spooling.spill(env);
-            ctx.stats.backlogged.add(1);
+            match spooling
+                .wait_or_spill(&ctx.router, cursor, env, hard_stop)
+                .await
+            {
+                Some(placed) => ctx.stats.count(placed),
+                None => ctx.stats.backlogged.add(1),
+            }
             continue;
         }
         match ctx

@@ -4,13 +4,22 @@
 //! instead of making its emitter wait.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use logdist_router::Envelope;
+use logdist_router::{Cursor, Envelope, Placed, Router};
 use logdist_spool::{Record, RecordId, Spool};
 use logdist_wire::Origin;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::custody::{record_id, spooled};
 use crate::delivery::backlog::{Backlog, KIND_FRAME, KIND_NDJSON};
+
+/// How long a message waits for room in memory before it goes to the
+/// backlog: long enough for a burst to pass (queues drain in microseconds
+/// to a few milliseconds), short enough that an analyzer outage does not
+/// hold emitters.
+pub const SPILL_AFTER: Duration = Duration::from_millis(20);
 
 #[derive(Clone)]
 pub struct Spooling {
@@ -50,13 +59,37 @@ impl Spooling {
         }
     }
 
-    /// Keeps a spooled message that has no room in memory on disk only.
-    pub fn spill(&self, env: Envelope) {
+    /// Routes a spooled message that found no room: waits up to
+    /// [`SPILL_AFTER`] for some, as memory mode would (a burst keeps its
+    /// latency), then keeps it on disk only, in the backlog. While there is
+    /// a backlog, new messages without room join it at once. `None`: spilled.
+    pub async fn wait_or_spill(
+        &self,
+        router: &Router,
+        cursor: &mut Cursor,
+        env: Envelope,
+        hard_stop: &CancellationToken,
+    ) -> Option<Placed> {
+        let env = if self.backlog.is_empty() {
+            let give_up = async {
+                tokio::select! {
+                    () = tokio::time::sleep(SPILL_AFTER) => {}
+                    () = hard_stop.cancelled() => {}
+                }
+            };
+            match router.route_or_wait(cursor, env, give_up).await {
+                Ok(placed) => return Some(placed),
+                Err(env) => env,
+            }
+        } else {
+            env
+        };
         let id = env
             .spooled
             .map(record_id)
             .expect("appended before it is routed");
         self.backlog.push(id, env.priority());
+        None
     }
 
     /// Completes once `id` is stored as `durability.sync` says.
