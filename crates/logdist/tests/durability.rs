@@ -524,3 +524,49 @@ async fn a_second_logdist_on_the_same_spool_refuses_to_start() {
         "names the holder: {stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_gzip_messages_are_spooled_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let logdist = Logdist::start(dir.path(), None, "");
+    // 100 messages over HTTP: the reply comes once they are stored.
+    let messages: Vec<Value> = (0..100)
+        .map(|seq| serde_json::json!({"seq": seq, "level": "info"}))
+        .collect();
+    let url = format!("http://{}/api/v1/logs", logdist.ports.admin);
+    let reply: Value = logdist
+        .http
+        .post(url)
+        .json(&serde_json::json!([{"id": "p1", "messages": messages}]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["successful"], 1, "{reply}");
+    // 100 more in one gzip frame: each line gets its `ok` once stored.
+    let lines: String = (100..200)
+        .map(|seq| format!("{{\"seq\":{seq}}}\n"))
+        .collect();
+    let mut frame = bytes::BytesMut::new();
+    logdist_wire::encode_gzip_frame(lines.as_bytes(), &mut frame);
+    let stream = TcpStream::connect(logdist.ports.acked).await.unwrap();
+    let (reader, mut writer) = stream.into_split();
+    writer.write_all(&frame).await.unwrap();
+    let mut replies = BufReader::new(reader).lines();
+    for _ in 0..100 {
+        let reply = tokio::time::timeout(Duration::from_secs(10), replies.next_line())
+            .await
+            .expect("a reply in time")
+            .unwrap()
+            .expect("connection open");
+        assert!(reply.contains("\"ok\""), "{reply}");
+    }
+
+    let logdist = logdist.crash_and_restart("");
+    let mut analyzer = seed_analyzer(logdist.ports.analyzers).await;
+    let want: BTreeSet<u64> = (0..200).collect();
+    let got = receive_all(&mut analyzer, &want).await;
+    assert_eq!(got.len(), 200);
+}

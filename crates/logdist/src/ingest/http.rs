@@ -151,9 +151,13 @@ async fn ingest(http: &HttpIngest, body: &[u8]) -> SubmitResponse {
     for (index, packet) in Elements::of(body).into_iter().flatten().enumerate() {
         response.total_packets += 1;
         let (id, messages) = parse_packet(packet);
-        match messages.and_then(|messages| check(http, messages).map(|()| messages)) {
-            Ok(messages) => {
-                route_packet(http, messages).await;
+        let checked = messages.and_then(|messages| check(http, messages).map(|()| messages));
+        let routed = match checked {
+            Ok(messages) => route_packet(http, messages).await,
+            Err(error) => Err(error),
+        };
+        match routed {
+            Ok(()) => {
                 response.successful += 1;
                 let id = id.unwrap_or_else(|| generated_id(http));
                 response.processed_packets.push(id);
@@ -236,8 +240,9 @@ fn check(http: &HttpIngest, messages: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Routes a checked packet's messages, [`CHUNK`] envelopes at a time.
-async fn route_packet(http: &HttpIngest, messages: &[u8]) {
+/// Routes a checked packet's messages, [`CHUNK`] envelopes at a time. Fails
+/// only in disk mode, when shutdown came before they were all stored.
+async fn route_packet(http: &HttpIngest, messages: &[u8]) -> Result<(), String> {
     let arrived = Instant::now();
     let mut elements = Elements::of(messages).into_iter().flatten().peekable();
     while elements.peek().is_some() {
@@ -248,8 +253,11 @@ async fn route_packet(http: &HttpIngest, messages: &[u8]) {
             .collect();
         let envelopes = charged(http, lines, arrived).await;
         let mut cursor = http.reserve_points(envelopes.len());
-        route(http, &mut cursor, envelopes).await;
+        if !route(http, &mut cursor, envelopes).await {
+            return Err("logdist shut down before the packet was stored on disk".to_string());
+        }
     }
+    Ok(())
 }
 
 /// The lines as envelopes sharing one buffer, charged to the memory budget
@@ -324,8 +332,11 @@ fn skip_whitespace(text: &[u8], mut pos: usize) -> usize {
 }
 
 /// Routes like an emitter connection: counted as accepted, then placed,
-/// waiting out backpressure; dead-lettered if shutdown's grace runs out first.
-async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>) {
+/// waiting out backpressure; dead-lettered if shutdown's grace runs out first
+/// (in disk mode: appended to the spool first, and left there). Returns
+/// whether the messages are stored as the reply will say: always in memory
+/// mode; in disk mode, not when shutdown came before they were durable.
+async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>) -> bool {
     let ctx = &http.ctx;
     let hard_stop = &ctx.shutdown.hard_stop;
     let mut last_spooled = None;
@@ -333,8 +344,8 @@ async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>)
         if let Some(spooling) = &ctx.spooling {
             match spooling.append(&mut env, hard_stop.cancelled()).await {
                 Ok(id) => last_spooled = Some(id),
-                // Never accepted; the request ends without a reply.
-                Err(GaveUp) => return,
+                // Never accepted.
+                Err(GaveUp) => return false,
             }
         }
         ctx.stats.accepted_by_class[class_of(env.priority())].add(1);
@@ -366,11 +377,12 @@ async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>)
     }
     if let (Some(spooling), Some(id)) = (&ctx.spooling, last_spooled) {
         // The reply promises the messages are stored.
-        tokio::select! {
-            _ = spooling.durable(id) => {}
-            _ = hard_stop.cancelled() => {}
-        }
+        return tokio::select! {
+            _ = spooling.durable(id) => true,
+            _ = hard_stop.cancelled() => spooling.spool.is_durable(id),
+        };
     }
+    true
 }
 
 #[cfg(test)]
