@@ -283,7 +283,7 @@ impl EmitterConnection {
                     let message = self.buffer.pin(message);
                     turn.charge(message.data().len());
                     let acked = self.ack == AckMode::Message
-                        && message.origin() == logdist_wire::Origin::Ndjson;
+                        && message.origin() != logdist_wire::Origin::Frame;
                     let env = Envelope::arrived_at(message, arrived);
                     self.route(ctx, &table, cursor, env).await?;
                     if acked {
