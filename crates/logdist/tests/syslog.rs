@@ -240,3 +240,506 @@ async fn dead_letters_keep_syslog_and_replay_sends_it_back_octet_counted() {
     assert_eq!(got, expected);
     second.shutdown().await;
 }
+
+// ---- Real syslog clients -----------------------------------------------------
+//
+// logger (util-linux), rsyslogd and syslog-ng, found on PATH (syslog-ng also
+// unpacked under `LOGDIST_SYSLOG_NG_ROOT`, as `.ci/run` does: it conflicts
+// with rsyslog as a Debian package). A test whose program is missing says so
+// and passes, unless `LOGDIST_REQUIRE_SYSLOG_DAEMONS=1` (set by `.ci/run`
+// once it installed them all). Daemons run on private configs, ports, pid
+// and state files in a temporary directory, and are killed by pid.
+
+mod daemons {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use logdist_wire::{syslog_pri, write_syslog_json};
+
+    use crate::support::{HelloAnalyzer, SeedAnalyzer, TestServer, free_port, within};
+
+    fn required() -> bool {
+        std::env::var("LOGDIST_REQUIRE_SYSLOG_DAEMONS").is_ok_and(|v| v == "1")
+    }
+
+    /// `name` on PATH or in /usr/sbin; `None` (after saying so) when absent.
+    fn program(name: &str, package: &str) -> Option<PathBuf> {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let found = std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file());
+        if found.is_none() {
+            missing(&format!("{name} (Debian package {package})"));
+        }
+        found
+    }
+
+    fn missing(what: &str) {
+        assert!(
+            !required(),
+            "LOGDIST_REQUIRE_SYSLOG_DAEMONS=1 but {what} is not installed"
+        );
+        eprintln!("skipped: {what} is not installed (.ci/run installs it as root)");
+    }
+
+    /// A daemon process, killed by its pid when dropped.
+    struct Daemon {
+        name: &'static str,
+        child: Child,
+        log: PathBuf,
+    }
+
+    impl Daemon {
+        fn spawn(name: &'static str, command: &mut Command, dir: &Path) -> Daemon {
+            let log = dir.join(format!("{name}.log"));
+            let out = std::fs::File::create(&log).unwrap();
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+            Daemon { name, child, log }
+        }
+
+        /// Waits (bounded) until the daemon accepts TCP connections on `port`.
+        async fn listening(&mut self, port: SocketAddr) {
+            let deadline = tokio::time::Instant::now() + crate::support::TIMEOUT;
+            loop {
+                if tokio::net::TcpStream::connect(port).await.is_ok() {
+                    return;
+                }
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    panic!("{} exited ({status}): {}", self.name, self.output());
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} does not listen on {port}: {}",
+                    self.name,
+                    self.output()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+
+        fn output(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Runs logger to its end (bounded): one message per line of `lines`, at
+    /// `priority` (`facility.severity`), tagged `lt`, over TCP to `port`.
+    async fn logger(logger: &Path, port: SocketAddr, priority: &str, args: &[&str], lines: &str) {
+        let mut command = tokio::process::Command::new(logger);
+        command
+            .args(["--tcp", "--server", "127.0.0.1", "--port"])
+            .arg(port.port().to_string())
+            .args(["-p", priority, "-t", "lt"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start logger");
+        let mut stdin = child.stdin.take().unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, lines.as_bytes())
+            .await
+            .unwrap();
+        drop(stdin);
+        let output = within("logger", child.wait_with_output()).await.unwrap();
+        assert!(
+            output.status.success(),
+            "logger {priority} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    const SEVERITIES: [&str; 8] = [
+        "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+    ];
+    /// The default table, written out independently of the crate's.
+    const PRIORITY_OF: [u8; 8] = [0, 0, 0, 1, 2, 3, 3, 4];
+
+    #[tokio::test]
+    async fn logger_rfc5424_octet_counted_and_rfc3164_each_severity_once() {
+        let Some(logger_path) = program("logger", "bsdutils") else {
+            return;
+        };
+        let server = TestServer::start().await;
+        let (_, mut analyzer) = HelloAnalyzer::connect(&server, "j", 1.0, "ndjson", true).await;
+        server.wait_analyzers(1).await;
+        let rfc5424 = [
+            "--octet-count",
+            "--rfc5424",
+            "--id=4242",
+            "--msgid",
+            "M1",
+            "--sd-id",
+            "test@1",
+            "--sd-param",
+            "k=\"v\"",
+        ];
+        for (severity, name) in SEVERITIES.iter().enumerate() {
+            let at = format!("local0.{name}");
+            let line = format!("rfc5424 {severity}\n");
+            logger(&logger_path, server.emitters, &at, &rfc5424, &line).await;
+            let at = format!("local1.{name}");
+            let line = format!("rfc3164 {severity}\n");
+            logger(
+                &logger_path,
+                server.emitters,
+                &at,
+                &["--rfc3164", "--id=4242"],
+                &line,
+            )
+            .await;
+        }
+        let mut seen = BTreeMap::new();
+        for _ in 0..16 {
+            let line = analyzer.next_line().await.unwrap();
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let message = value["message"].as_str().unwrap().to_owned();
+            let severity: usize = message.split(' ').nth(1).unwrap().parse().unwrap();
+            assert_eq!(value["severity"], SEVERITIES[severity], "{line}");
+            assert_eq!(value["priority"], PRIORITY_OF[severity], "{line}");
+            assert_eq!(value["app_name"], "lt", "{line}");
+            assert_eq!(value["procid"], 4242, "{line}");
+            assert!(value["hostname"].is_string(), "{line}");
+            assert!(value["timestamp"].is_string(), "{line}");
+            if message.starts_with("rfc5424") {
+                assert_eq!(value["facility"], "local0", "{line}");
+                assert_eq!(value["msgid"], "M1", "{line}");
+                assert_eq!(value["structured_data"]["test@1"]["k"], "v", "{line}");
+            } else {
+                assert_eq!(value["facility"], "local1", "{line}");
+            }
+            assert!(seen.insert(message, line).is_none(), "a message came twice");
+        }
+        analyzer.ack().await;
+        let stopped = server.shutdown().await;
+        assert_eq!(stopped.stats.accepted, 16);
+        assert_eq!(stopped.stats.rejected_total(), 0);
+    }
+
+    /// What a test daemon forwards: the severity and facility of the PRI, and
+    /// the text after the tag.
+    #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+    struct Forwarded {
+        facility: u8,
+        severity: u8,
+        body: String,
+    }
+
+    /// Collects `n` messages at a frame analyzer and checks each: priority
+    /// from its severity, parsed fields; returns them sorted.
+    async fn collect(analyzer: &mut SeedAnalyzer, n: usize) -> Vec<Forwarded> {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let message = analyzer.next().await.expect("a forwarded message");
+            let bytes = message.payload();
+            let text = String::from_utf8(bytes.to_vec()).unwrap();
+            assert!(!text.ends_with('\n') && !text.contains('\n'), "{text:?}");
+            let pri = syslog_pri(&bytes).unwrap_or_else(|| panic!("no PRI: {text:?}"));
+            let severity = pri & 7;
+            assert_eq!(
+                message.priority(),
+                PRIORITY_OF[usize::from(severity)],
+                "{text}"
+            );
+            let mut json = Vec::new();
+            write_syslog_json(message.priority(), &bytes, &mut json);
+            let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(value["app_name"], "lt", "{text} parsed as {value}");
+            assert!(value["timestamp"].is_string(), "{text} parsed as {value}");
+            got.push(Forwarded {
+                facility: pri >> 3,
+                severity,
+                body: value["message"].as_str().unwrap().to_owned(),
+            });
+        }
+        analyzer.ack().await;
+        got.sort();
+        got
+    }
+
+    /// One message per facility and severity, body `m<facility>-<severity>`.
+    fn expected(facilities: std::ops::Range<u8>) -> Vec<Forwarded> {
+        let mut all = Vec::new();
+        for facility in facilities {
+            for severity in 0..8 {
+                all.push(Forwarded {
+                    facility: 16 + facility,
+                    severity,
+                    body: format!("m{facility}-{severity}"),
+                });
+            }
+        }
+        all.sort();
+        all
+    }
+
+    /// Sends `expected(0..facilities)` through logger to `port`.
+    async fn feed(logger_path: &Path, port: SocketAddr, facilities: u8) {
+        for facility in 0..facilities {
+            for (severity, name) in SEVERITIES.iter().enumerate() {
+                let at = format!("local{facility}.{name}");
+                let line = format!("m{facility}-{severity}\n");
+                logger(logger_path, port, &at, &["--octet-count"], &line).await;
+            }
+        }
+    }
+
+    fn rsyslog_config(dir: &Path, input: SocketAddr, actions: &str) -> PathBuf {
+        let config = format!(
+            "global(workDirectory=\"{dir}\")\n\
+             module(load=\"imtcp\")\n\
+             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\")\n\
+             if $programname == 'lt' then {{\n{actions}}}\n\
+             stop\n",
+            dir = dir.display(),
+            port = input.port(),
+        );
+        let path = dir.join("rsyslog.conf");
+        std::fs::write(&path, config).unwrap();
+        path
+    }
+
+    fn omfwd(filter: &str, to: SocketAddr, framing: &str, template: &str) -> String {
+        format!(
+            "  if $syslogfacility-text == '{filter}' then action(type=\"omfwd\" target=\"127.0.0.1\" \
+             port=\"{port}\" protocol=\"tcp\" TCP_Framing=\"{framing}\" template=\"{template}\")\n",
+            port = to.port()
+        )
+    }
+
+    async fn rsyslogd(rsyslogd: &Path, dir: &Path, input: SocketAddr, actions: &str) -> Daemon {
+        let config = rsyslog_config(dir, input, actions);
+        let mut command = Command::new(rsyslogd);
+        command
+            .arg("-n")
+            .arg("-f")
+            .arg(&config)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"));
+        let mut daemon = Daemon::spawn("rsyslogd", &mut command, dir);
+        daemon.listening(input).await;
+        daemon
+    }
+
+    #[tokio::test]
+    async fn rsyslog_omfwd_in_both_framings_and_both_templates() {
+        let (Some(logger_path), Some(rsyslogd_path)) = (
+            program("logger", "bsdutils"),
+            program("rsyslogd", "rsyslog"),
+        ) else {
+            return;
+        };
+        let server = TestServer::start().await;
+        let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+        server.wait_analyzers(1).await;
+        let dir = tempfile::tempdir().unwrap();
+        let input = free_port();
+        let to = server.emitters;
+        let actions = [
+            omfwd(
+                "local0",
+                to,
+                "octet-counted",
+                "RSYSLOG_SyslogProtocol23Format",
+            ),
+            omfwd(
+                "local1",
+                to,
+                "traditional",
+                "RSYSLOG_SyslogProtocol23Format",
+            ),
+            omfwd(
+                "local2",
+                to,
+                "octet-counted",
+                "RSYSLOG_TraditionalForwardFormat",
+            ),
+            omfwd(
+                "local3",
+                to,
+                "traditional",
+                "RSYSLOG_TraditionalForwardFormat",
+            ),
+        ]
+        .concat();
+        let daemon = rsyslogd(&rsyslogd_path, dir.path(), input, &actions).await;
+        feed(&logger_path, input, 4).await;
+        let got = collect(&mut analyzer, 32).await;
+        assert_eq!(got, expected(0..4), "rsyslog log:\n{}", daemon.output());
+        drop(daemon);
+        let stopped = server.shutdown().await;
+        assert_eq!(stopped.stats.accepted, 32, "none split, merged or repeated");
+        assert_eq!(stopped.stats.rejected_total(), 0);
+    }
+
+    #[tokio::test]
+    async fn rsyslog_burst_is_delivered_emerg_first_to_a_resumed_analyzer() {
+        let (Some(logger_path), Some(rsyslogd_path)) = (
+            program("logger", "bsdutils"),
+            program("rsyslogd", "rsyslog"),
+        ) else {
+            return;
+        };
+        // Window 1: the analyzer holds one unacked message; the rest queue.
+        let server = TestServer::start_with(|c| c.analyzers.window = 1).await;
+        let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+        server.wait_analyzers(1).await;
+        let dir = tempfile::tempdir().unwrap();
+        let input = free_port();
+        let actions = omfwd(
+            "local0",
+            server.emitters,
+            "octet-counted",
+            "RSYSLOG_SyslogProtocol23Format",
+        );
+        let daemon = rsyslogd(&rsyslogd_path, dir.path(), input, &actions).await;
+        logger(&logger_path, input, "local0.info", &[], "first\n").await;
+        let first = analyzer.next().await.unwrap();
+        assert!(first.payload().ends_with(b"first"));
+
+        // Paused (not acking): a burst of debug, then emerg.
+        let debug: String = (0..50).map(|i| format!("debug-{i}\n")).collect();
+        let emerg: String = (0..50).map(|i| format!("emerg-{i}\n")).collect();
+        logger(
+            &logger_path,
+            input,
+            "local0.debug",
+            &["--octet-count"],
+            &debug,
+        )
+        .await;
+        logger(
+            &logger_path,
+            input,
+            "local0.emerg",
+            &["--octet-count"],
+            &emerg,
+        )
+        .await;
+        server
+            .wait_for("the burst queued", |s| s.routed == 101)
+            .await;
+
+        let mut order = Vec::new();
+        for _ in 0..100 {
+            analyzer.ack().await;
+            let message = analyzer.next().await.unwrap();
+            let text = String::from_utf8(message.payload().to_vec()).unwrap();
+            order.push(text.rsplit(' ').next().unwrap().to_owned());
+        }
+        analyzer.ack().await;
+        let want: Vec<String> = (0..50)
+            .map(|i| format!("emerg-{i}"))
+            .chain((0..50).map(|i| format!("debug-{i}")))
+            .collect();
+        assert_eq!(order, want, "rsyslog log:\n{}", daemon.output());
+        drop(daemon);
+        server.shutdown().await;
+    }
+
+    /// syslog-ng: on PATH, or unpacked under `LOGDIST_SYSLOG_NG_ROOT` (then
+    /// with its libraries and modules from there).
+    fn syslog_ng() -> Option<Command> {
+        if let Some(root) = std::env::var_os("LOGDIST_SYSLOG_NG_ROOT").map(PathBuf::from) {
+            let binary = root.join("usr/sbin/syslog-ng");
+            let libs = root.join("usr/lib/syslog-ng");
+            let modules = std::fs::read_dir(&libs)
+                .ok()?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .find(|path| path.join("libafsocket.so").is_file())?;
+            let mut command = Command::new(binary);
+            command
+                .env("LD_LIBRARY_PATH", &libs)
+                .arg(format!("--module-path={}", modules.display()));
+            return Some(command);
+        }
+        program("syslog-ng", "syslog-ng-core").map(Command::new)
+    }
+
+    /// "3.38" from `syslog-ng --version`, for the config's `@version`.
+    fn syslog_ng_version(command: &Command) -> String {
+        let mut version = Command::new(command.get_program());
+        version.envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        let output = version
+            .arg("--version")
+            .output()
+            .expect("syslog-ng --version");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text.lines().next().unwrap_or_default();
+        // "syslog-ng 3 (3.38.1)"
+        let full = line
+            .rsplit('(')
+            .next()
+            .and_then(|v| v.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("unexpected syslog-ng --version: {text}"));
+        full.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
+    }
+
+    #[tokio::test]
+    async fn syslog_ng_network_syslog_protocol_legacy_tcp_and_syslog_drivers() {
+        let Some(logger_path) = program("logger", "bsdutils") else {
+            return;
+        };
+        let Some(mut command) = syslog_ng() else {
+            return;
+        };
+        let server = TestServer::start().await;
+        let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+        server.wait_analyzers(1).await;
+        let dir = tempfile::tempdir().unwrap();
+        let input = free_port();
+        let to = server.emitters.port();
+        let version = syslog_ng_version(&command);
+        let config = format!(
+            "@version: {version}\n\
+             options {{ stats_freq(0); }};\n\
+             source s_in {{ syslog(ip(\"127.0.0.1\") port({input}) transport(\"tcp\")); }};\n\
+             filter f_lt {{ program(\"lt\"); }};\n\
+             destination d_protocol {{ network(\"127.0.0.1\" port({to}) transport(\"tcp\") flags(syslog-protocol) persist-name(\"protocol\")); }};\n\
+             destination d_legacy {{ tcp(\"127.0.0.1\" port({to}) persist-name(\"legacy\")); }};\n\
+             destination d_ietf {{ syslog(\"127.0.0.1\" port({to}) transport(\"tcp\") persist-name(\"ietf\")); }};\n\
+             log {{ source(s_in); filter(f_lt); filter {{ facility(local0); }}; destination(d_protocol); }};\n\
+             log {{ source(s_in); filter(f_lt); filter {{ facility(local1); }}; destination(d_legacy); }};\n\
+             log {{ source(s_in); filter(f_lt); filter {{ facility(local2); }}; destination(d_ietf); }};\n",
+            input = input.port(),
+        );
+        let path = dir.path().join("syslog-ng.conf");
+        std::fs::write(&path, config).unwrap();
+        let d = dir.path();
+        command
+            .args(["-F", "--no-caps", "-f"])
+            .arg(&path)
+            .arg("-p")
+            .arg(d.join("syslog-ng.pid"))
+            .arg("-R")
+            .arg(d.join("syslog-ng.persist"))
+            .arg("-c")
+            .arg(d.join("syslog-ng.ctl"));
+        let mut daemon = Daemon::spawn("syslog-ng", &mut command, d);
+        daemon.listening(input).await;
+        feed(&logger_path, input, 3).await;
+        let got = collect(&mut analyzer, 24).await;
+        assert_eq!(got, expected(0..3), "syslog-ng log:\n{}", daemon.output());
+        drop(daemon);
+        let stopped = server.shutdown().await;
+        assert_eq!(stopped.stats.accepted, 24, "none split, merged or repeated");
+        assert_eq!(stopped.stats.rejected_total(), 0);
+    }
+}
