@@ -1142,6 +1142,22 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_syslog_examples_decode() {
+        let protocol = include_str!("../../../docs/protocol.md");
+        let section = &protocol[protocol.find("### 2.4a Syslog message").unwrap()..];
+        let examples = &section[section.find("Examples, each one message").unwrap()..];
+        let block = examples.split("```").nth(1).unwrap();
+        let wire = block.trim_start().replace("\\n", "\n");
+        let decoded = decode_all(&mut decoder(), wire.as_bytes());
+        assert_eq!(decoded.len(), 3, "{decoded:?}");
+        for item in &decoded {
+            assert_eq!(message(item).priority(), 1);
+            assert_eq!(message(item).origin(), Origin::Syslog);
+            assert!(message(item).data().ends_with(b"disk full"));
+        }
+    }
+
+    #[test]
     fn partial_frames_are_bounded_by_their_length() {
         let mut decoder = small_decoder(64, 64, 64);
         let mut buf = BytesMut::from(&[0, 0, 0, 64, 1][..]);

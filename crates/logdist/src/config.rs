@@ -963,6 +963,24 @@ interval = "1s"
     }
 
     #[test]
+    fn shipped_secure_config_has_syslog_over_tls_on_6514() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/secure.toml");
+        let config = Config::from_file(&path).unwrap();
+        let syslog = config
+            .listeners
+            .iter()
+            .find(|l| l.address.port() == 6514)
+            .expect("a 6514 listener");
+        assert_eq!(syslog.format, IngestFormat::Syslog);
+        assert_eq!(
+            syslog.ack,
+            AckMode::None,
+            "syslog senders never read replies"
+        );
+        assert!(syslog.tls.is_some(), "RFC 5425: syslog over TLS");
+    }
+
+    #[test]
     fn static_analyzers_parse_with_defaults() {
         let text = r#"
 [[analyzers.static]]
