@@ -87,7 +87,11 @@ fuzz_target!(|data: &[u8]| {
             IngestFormat::Frame => message.origin() == Origin::Frame,
             IngestFormat::Syslog => message.origin() == Origin::Syslog,
         };
-        assert!(taken, "{:?} message on a {format:?} listener", message.origin());
+        assert!(
+            taken,
+            "{:?} message on a {format:?} listener",
+            message.origin()
+        );
         match message.origin() {
             Origin::Frame => {
                 assert!((FRAME_HEADER_LEN..=limits.max_frame_bytes).contains(&bytes.len()));

@@ -256,3 +256,47 @@ fn to_message(kind: u8, priority: u8, payload: Bytes) -> Message {
         _ => Message::from_ndjson_line(priority, payload),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logdist_wire::Origin;
+
+    #[test]
+    fn every_kind_rebuilds_its_message() {
+        let frame = Bytes::from_static(b"\0\0\0\x07\x09hi");
+        let cases = [
+            (
+                KIND_NDJSON,
+                Bytes::from_static(b"{\"a\":1}"),
+                Origin::Ndjson,
+                3,
+            ),
+            (KIND_FRAME, frame, Origin::Frame, 9),
+            (
+                KIND_SYSLOG,
+                Bytes::from_static(b"<11>1 - h a - - - x"),
+                Origin::Syslog,
+                1,
+            ),
+        ];
+        for (kind, payload, origin, priority) in cases {
+            let record = logdist_spool::Record {
+                priority,
+                kind,
+                payload: payload.clone(),
+            };
+            assert!(is_whole(&record));
+            let message = to_message(kind, priority, payload.clone());
+            assert_eq!(message.origin(), origin);
+            assert_eq!(message.priority(), priority);
+            assert_eq!(message.data(), &payload);
+        }
+        let unknown = logdist_spool::Record {
+            priority: 0,
+            kind: 7,
+            payload: Bytes::new(),
+        };
+        assert!(!is_whole(&unknown));
+    }
+}
