@@ -241,6 +241,54 @@ async fn dead_letters_keep_syslog_and_replay_sends_it_back_octet_counted() {
     second.shutdown().await;
 }
 
+/// RFC 5425: syslog over TLS is a listener with `tls` (here mutual TLS, on a
+/// syslog-only listener): octet-counted messages from a client with a
+/// certificate arrive; one without is refused.
+#[tokio::test]
+async fn syslog_over_mutual_tls() {
+    use support::pki::{self, Ca, server_tls};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let leaf = ca.issue(&["localhost", "127.0.0.1"]);
+    let tls = server_tls(dir.path(), "server", &leaf, Some(&ca));
+    let server = TestServer::start_with(|c| {
+        c.listeners[0].tls = Some(tls);
+        c.listeners[0].format = IngestFormat::Syslog;
+    })
+    .await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+
+    let anonymous = pki::client(&ca, None);
+    if let Ok(mut stream) = pki::connect(&anonymous, server.emitters, "localhost").await {
+        // TLS 1.3: the refusal may come after the handshake; nothing is taken.
+        let _ = stream.write_all(b"13 <11>anonymous").await;
+        let _ = stream.flush().await;
+    }
+    let client = pki::client(&ca, Some(&ca.issue(&["emitter-1"])));
+    let mut stream = pki::connect(&client, server.emitters, "localhost")
+        .await
+        .unwrap();
+    stream.write_all(&both_framings()).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut got: Vec<Vec<u8>> = analyzer
+        .take_and_ack(2)
+        .await
+        .iter()
+        .map(|m| m.payload().to_vec())
+        .collect();
+    got.sort();
+    let mut want = vec![RFC3164.as_bytes().to_vec(), RFC5424.as_bytes().to_vec()];
+    want.sort();
+    assert_eq!(got, want);
+    stream.shutdown().await.unwrap();
+    let stopped = server.shutdown().await;
+    assert_eq!(
+        stopped.stats.accepted, 2,
+        "the anonymous client's message was not taken"
+    );
+}
+
 // ---- Real syslog clients -----------------------------------------------------
 //
 // logger (util-linux), rsyslogd and syslog-ng, found on PATH (syslog-ng also
