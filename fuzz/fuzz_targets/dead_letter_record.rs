@@ -5,9 +5,10 @@
 //!          `DeadLetterRecord::parse`; when it parses, writing the record
 //!          and parsing that line again gives the same record, and writing
 //!          is stable (the second line equals the first).
-//!   odd    byte 1 is a priority, bit 1 of byte 0 the origin, the rest a
-//!          message: an NDJSON line (only if the ingest decoder would accept
-//!          it) or a frame payload. `DeadLetterRecord::new` for it must
+//!   odd    byte 1 is a priority, bits 1 and 2 of byte 0 the origin, the
+//!          rest a message: a syslog message (bit 2; only with a PRI), an
+//!          NDJSON line (only if the ingest decoder would accept it) or a
+//!          frame payload. `DeadLetterRecord::new` for it must
 //!          write one line that parses back to the same payload, origin and
 //!          priority: replay must get back what was dead-lettered.
 #![no_main]
@@ -18,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use logdist_wire::{
     DeadLetterRecord, Message, MessageField, Origin, PriorityTable, encode_frame, ndjson_priority,
+    syslog_pri,
 };
 
 /// The record's line; asserts it is exactly one line.
@@ -63,7 +65,13 @@ fn parse_and_rewrite(input: &[u8]) {
 }
 
 fn new_and_parse(flags: u8, priority: u8, body: &[u8]) {
-    let message = if flags & 2 == 0 {
+    let message = if flags & 4 != 0 {
+        // A syslog message: any bytes after a PRI (octet counting carries anything).
+        if syslog_pri(body).is_none() {
+            return;
+        }
+        Message::from_syslog(priority, Bytes::copy_from_slice(body))
+    } else if flags & 2 == 0 {
         if body.contains(&b'\n') || ndjson_priority(body, &PriorityTable::default()).is_err() {
             return;
         }
@@ -91,6 +99,7 @@ fn new_and_parse(flags: u8, priority: u8, body: &[u8]) {
     let payload = parsed.payload().expect("a written record has a payload");
     match message.origin() {
         Origin::Frame => assert_eq!(payload, body, "frame payload comes back byte for byte"),
+        Origin::Syslog => assert_eq!(payload, body, "syslog message comes back byte for byte"),
         // The line comes back less the JSON whitespace around its object.
         Origin::Ndjson => assert_eq!(payload, body.trim_ascii()),
     }

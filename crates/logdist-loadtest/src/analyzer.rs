@@ -51,6 +51,9 @@ pub struct AnalyzerContext {
     pub checksum: ChecksumKind,
     pub naming: EmitterNaming,
     pub plan: PriorityPlan,
+    /// `emitters.formats`: syslog emitters' messages get the priority of
+    /// their severity ([`crate::syslog::delivered_priority`]).
+    pub formats: Vec<crate::syslog::EmitterFormat>,
     pub max_frame_bytes: usize,
     /// Id prefix for JSON hellos (`<prefix><index>`).
     pub hello_id_prefix: String,
@@ -135,6 +138,11 @@ impl MessageReader {
                     let payload = m.payload();
                     // An NDJSON-born message (an `ndjson_ack` emitter's line)
                     // arrives as the line itself; seed payloads never start with `{`.
+                    // A syslog-born one as the syslog message, the payload its MSG.
+                    if payload.first() == Some(&b'<') {
+                        let seed = crate::syslog::payload_of(&payload);
+                        return Ok(Some((m.priority(), payload.slice_ref(seed))));
+                    }
                     if payload.first() == Some(&b'{') {
                         let line: NdjsonMessage = serde_json::from_slice(&payload)
                             .map_err(|e| format!("bad NDJSON-born frame payload: {e}"))?;
@@ -338,6 +346,15 @@ impl Analyzer {
         Ok((stream, buf))
     }
 
+    /// The priority the plan gave a message, as logdist delivers it.
+    fn expected_priority(&self, emitter: u32, counter: u64) -> u8 {
+        let planned = self.ctx.plan.priority_for(emitter, counter);
+        match crate::syslog::format_of(&self.ctx.formats, emitter as usize) {
+            format if format.is_syslog() => crate::syslog::delivered_priority(planned),
+            _ => planned,
+        }
+    }
+
     fn classify(&self, priority: u8, payload: &[u8], now_nanos: u64) -> Received {
         match verify(payload, self.ctx.checksum) {
             Ok(v) => match self.ctx.naming.index_of(v.emitter_id) {
@@ -345,7 +362,7 @@ impl Analyzer {
                     emitter,
                     counter: v.counter,
                     priority,
-                    priority_ok: self.ctx.plan.priority_for(emitter, v.counter) == priority,
+                    priority_ok: self.expected_priority(emitter, v.counter) == priority,
                     latency_ns: now_nanos.saturating_sub(v.unix_nanos),
                     bytes: payload.len() as u32,
                 },
@@ -683,6 +700,7 @@ mod tests {
                 },
                 1,
             ),
+            formats: vec![crate::syslog::EmitterFormat::Frame],
             max_frame_bytes: 1 << 20,
             hello_id_prefix: "t-".into(),
             connect_timeout: Duration::from_secs(5),

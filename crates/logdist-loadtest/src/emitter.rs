@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use logdist_wire::encode_frame;
 use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -22,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::payload::{ChecksumKind, PayloadWriter, unix_nanos_now};
 use crate::priority::PriorityPlan;
 use crate::profile::SizeSettings;
+use crate::syslog::{self, EmitterFormat};
 
 /// Counters the emitter publishes while it runs.
 #[derive(Debug, Default)]
@@ -99,6 +99,8 @@ pub struct EmitterConfig {
     pub sizes: SizeModel,
     pub tick: Duration,
     pub seed: u64,
+    /// Binary frames or syslog ([`crate::syslog`]).
+    pub format: EmitterFormat,
 }
 
 /// How long, at the end, the emitter waits for what TLS still holds to go out.
@@ -118,6 +120,7 @@ pub async fn run<S: AsyncWrite + Unpin>(
     let mut ticker = tokio::time::interval_at(start, cfg.tick);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut scratch = Vec::with_capacity(cfg.sizes.settings.max + 128);
+    let mut syslog_scratch = Vec::with_capacity(cfg.sizes.settings.max + 128);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut frame_ends: Vec<usize> = Vec::new();
     let mut counter: u64 = 0;
@@ -147,7 +150,14 @@ pub async fn run<S: AsyncWrite + Unpin>(
             for c in counter..counter + batch {
                 let size = cfg.sizes.sample(&mut rng);
                 writer.write(nanos, c, size, &mut scratch);
-                encode_frame(cfg.plan.priority_for(cfg.index, c), &scratch, &mut buf);
+                let priority = cfg.plan.priority_for(cfg.index, c);
+                syslog::encode(
+                    cfg.format,
+                    priority,
+                    &scratch,
+                    &mut syslog_scratch,
+                    &mut buf,
+                );
                 frame_ends.push(buf.len());
             }
             let t0 = Instant::now();
@@ -287,6 +297,7 @@ mod tests {
             sizes: SizeModel::new(&SizeSettings::default()).unwrap(),
             tick: Duration::from_millis(5),
             seed: 1,
+            format: EmitterFormat::Frame,
         };
         let shared = Arc::new(EmitterShared::with_rate(20_000.0));
         let stop = CancellationToken::new();

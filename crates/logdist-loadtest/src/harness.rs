@@ -200,6 +200,7 @@ impl Harness {
             checksum: opts.checksum,
             naming: naming.clone(),
             plan: plan.clone(),
+            formats: profile.emitters.formats.clone(),
             max_frame_bytes,
             hello_id_prefix: format!("lt{run_tag:08x}-a"),
             // Across a crash, as long as a restart may take, and then some.
@@ -291,6 +292,7 @@ impl Harness {
                         sizes: sizes.clone(),
                         tick,
                         seed: opts.seed,
+                        format: crate::syslog::format_of(&profile.emitters.formats, i),
                     };
                     tokio::spawn(emitter::run(cfg, shared.clone(), stream, start, stop))
                 }

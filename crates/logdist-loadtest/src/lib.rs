@@ -26,4 +26,5 @@ mod recorder;
 mod report;
 pub mod roles;
 mod runner;
+mod syslog;
 mod timeline;

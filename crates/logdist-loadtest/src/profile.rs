@@ -2,6 +2,7 @@
 //! emitters and analyzers to simulate, how fast, for how long, what to break and
 //! what counts as a pass. Every key is documented in the profile files themselves.
 
+use crate::syslog::EmitterFormat;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -130,6 +131,14 @@ pub struct EmitterSettings {
     /// `ndjson_ack` only: at most this many lines written and not yet answered.
     #[serde(default = "default_window")]
     pub window: usize,
+    /// `frames` only: the wire format of each emitter, cycled over the
+    /// emitters (`["frame", "syslog_octet", "syslog_lf"]` mixes all three).
+    #[serde(default = "default_formats")]
+    pub formats: Vec<EmitterFormat>,
+}
+
+fn default_formats() -> Vec<EmitterFormat> {
+    vec![EmitterFormat::Frame]
 }
 
 fn default_window() -> usize {
@@ -452,6 +461,12 @@ impl Profile {
         }
         if e.tick.is_zero() {
             return Err("emitters.tick must be positive".into());
+        }
+        if e.formats.is_empty() {
+            return Err("emitters.formats must name at least one format".into());
+        }
+        if e.kind != EmitterKind::Frames && e.formats != default_formats() {
+            return Err("emitters.formats applies to kind = \"frames\" only".into());
         }
         if e.window == 0 {
             return Err("emitters.window must be at least 1".into());

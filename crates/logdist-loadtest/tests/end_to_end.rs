@@ -287,6 +287,26 @@ fn analyzer_that_drops_messages_fails_the_run_with_loss() {
     assert_eq!(run.total("duplicated"), 0, "{}", run.describe());
 }
 
+/// Syslog emitters (both framings) beside a frame emitter: every message
+/// arrives exactly once, at the priority of its severity, at a frame and an
+/// ndjson analyzer.
+#[test]
+fn mixed_frame_and_syslog_emitters_deliver_exactly_once() {
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mixed_syslog.toml");
+    let run = serial_run(
+        &[
+            "mixed-syslog",
+            "--profile-file",
+            profile.to_str().unwrap(),
+            "--quiet",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    run.assert_exact();
+    assert!(run.total("sent") > 3000, "{}", run.describe());
+}
+
 /// `ndjson_ack` emitters against memory mode, nothing killed: every line is
 /// answered `ok` and arrives exactly once.
 #[test]

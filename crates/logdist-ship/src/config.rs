@@ -236,8 +236,8 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(64..))]
     pub max_line_bytes: u32,
 
-    /// Connect over TLS (to a listener with `tls` set; 6514 is the usual
-    /// port). Needs --tls-ca. `--tls` alone means true.
+    /// Connect over TLS (to a listener with `tls` set; 9443 in
+    /// configs/secure.toml). Needs --tls-ca. `--tls` alone means true.
     #[arg(
         long,
         env = "TLS",

@@ -32,7 +32,7 @@ pub struct DeadLetterRecord {
     /// The payload in standard padded base64, when `message` cannot hold it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_b64: Option<String>,
-    /// How the message arrived: `"ndjson"` or `"frame"`.
+    /// How the message arrived: `"ndjson"`, `"frame"` or `"syslog"`.
     pub origin: Origin,
     /// The message's priority. Always written; `None` (from `null` or a
     /// missing field) only in records logdist did not write.
@@ -60,7 +60,8 @@ pub enum MessageField {
     /// NDJSON-born message, the original object (without surrounding
     /// whitespace).
     Json(Box<RawValue>),
-    /// A string: the payload of a binary frame that is valid UTF-8.
+    /// A string: the payload of a binary frame, or a syslog message, that
+    /// is valid UTF-8.
     Text(String),
 }
 
@@ -89,7 +90,7 @@ impl DeadLetterRecord {
                 .ok()
                 .and_then(|text| serde_json::from_str::<Box<RawValue>>(text).ok())
                 .map(MessageField::Json),
-            Origin::Frame => std::str::from_utf8(&payload)
+            Origin::Frame | Origin::Syslog => std::str::from_utf8(&payload)
                 .ok()
                 .map(|text| MessageField::Text(text.to_owned())),
         };

@@ -1,8 +1,13 @@
-//! The emitter-side decoder: NDJSON lines, binary frames and gzip frames,
-//! mixed freely on one connection.
+//! The emitter-side decoder: NDJSON lines, syslog messages, binary frames
+//! and gzip frames, mixed freely on one connection.
 //!
-//! The format is chosen again at every message boundary from the first bytes:
+//! The format is chosen again at every message boundary from the first byte:
 //!
+//! * `<` starts a syslog message ended by `\n` (RFC 6587 non-transparent
+//!   framing).
+//! * `1`..=`9` starts an RFC 6587 octet count (`MSG-LEN SP SYSLOG-MSG`) when
+//!   one to ten digits are followed by a space; otherwise (`42\n`, `1.5\n`)
+//!   the message is a text line.
 //! * `\n`, `\r`, space, tab or any other printable ASCII byte (0x20..=0x7E)
 //!   starts a text line, read up to `\n` and validated as an NDJSON object.
 //!   This is unambiguous because the two framed formats start with a big-endian
@@ -11,6 +16,9 @@
 //! * Anything else starts a length word. When the four bytes after it are a
 //!   gzip header (see [`IngestDecoder`]) it is a gzip frame, otherwise a binary
 //!   frame.
+//!
+//! A listener may pin one format ([`IngestFormat`]): messages of the others
+//! are then rejected as `wrong_format`, each skipped by its own framing.
 //!
 //! Bad messages become [`Decoded::Rejected`] and decoding goes on; only a
 //! binary length that cannot be right is fatal, since after it there is no way
@@ -27,6 +35,7 @@ use crate::line::{LineFramer, LineOutcome};
 use crate::message::{FRAME_HEADER_LEN, Message};
 use crate::ndjson::{PriorityTable, ndjson_priority};
 use crate::reject::Rejection;
+use crate::syslog::{OctetHeader, octet_header, strip_trailing_newline, syslog_message};
 
 /// The largest `max_frame_bytes` the ingest decoder honours; larger settings
 /// are lowered to it. Above it, a length word could start with a whitespace
@@ -39,7 +48,8 @@ pub struct IngestLimits {
     /// Largest binary frame (header included) or gzip frame (length word
     /// excluded). At most [`MAX_FRAME_BYTES_CEILING`].
     pub max_frame_bytes: usize,
-    /// Longest NDJSON line, without its line terminator.
+    /// Longest NDJSON line or syslog message, without its line terminator
+    /// (an octet count above it is refused before anything is buffered).
     pub max_line_bytes: usize,
     /// Most bytes one gzip frame may decompress to.
     pub max_decompressed_bytes: usize,
@@ -64,6 +74,67 @@ pub enum Decoded {
     /// [defers gzip](IngestDecoder::defer_gzip): inflate it, then give the
     /// outcome to [`IngestDecoder::inflated`] before decoding on.
     Gzip(GzipFrame),
+}
+
+/// The formats a listener takes (`format` in its configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestFormat {
+    /// Every format, told apart at each message boundary.
+    #[default]
+    Auto,
+    /// NDJSON lines, plain or in gzip frames; `<` and digits start text
+    /// lines, as before syslog was added.
+    Ndjson,
+    /// Binary frames only.
+    Frame,
+    /// Syslog messages only, in either framing.
+    Syslog,
+}
+
+impl IngestFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            IngestFormat::Auto => "auto",
+            IngestFormat::Ndjson => "ndjson",
+            IngestFormat::Frame => "frame",
+            IngestFormat::Syslog => "syslog",
+        }
+    }
+
+    /// Whether `<` and digits start syslog messages.
+    fn detects_syslog(self) -> bool {
+        matches!(self, IngestFormat::Auto | IngestFormat::Syslog)
+    }
+
+    fn takes(self, kind: Kind) -> bool {
+        match self {
+            IngestFormat::Auto => true,
+            IngestFormat::Ndjson => matches!(kind, Kind::Ndjson | Kind::Gzip),
+            IngestFormat::Frame => kind == Kind::Frame,
+            IngestFormat::Syslog => kind == Kind::Syslog,
+        }
+    }
+}
+
+/// A message's format, for [`IngestFormat::takes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Ndjson,
+    Gzip,
+    Frame,
+    Syslog,
+}
+
+impl Kind {
+    fn described(self) -> &'static str {
+        match self {
+            Kind::Ndjson => "a text line",
+            Kind::Gzip => "a gzip frame",
+            Kind::Frame => "a binary frame",
+            Kind::Syslog => "a syslog message",
+        }
+    }
 }
 
 /// Why an emitter connection must be closed.
@@ -106,6 +177,10 @@ pub struct IngestDecoder {
     lines: LineFramer,
     gzip_lines: Option<GzipLines>,
     defer_gzip: bool,
+    format: IngestFormat,
+    /// Bytes still to drop of an octet-counted message or a frame that was
+    /// rejected without being buffered.
+    skip: u64,
 }
 
 /// The not yet decoded lines of a decompressed gzip frame.
@@ -118,6 +193,13 @@ struct GzipLines {
 /// What the bytes at a message boundary turned out to be.
 enum Boundary {
     TextLine,
+    /// A syslog message up to `\n`.
+    SyslogLine,
+    /// An octet-counted syslog message: `count` bytes after `header_len`.
+    OctetCounted {
+        header_len: usize,
+        count: u64,
+    },
     /// A binary frame of this many bytes, header included.
     Frame(usize),
     /// A gzip frame with this many bytes of gzip data after the length word.
@@ -137,7 +219,15 @@ impl IngestDecoder {
             lines: LineFramer::new(limits.max_line_bytes),
             gzip_lines: None,
             defer_gzip: false,
+            format: IngestFormat::Auto,
+            skip: 0,
         }
+    }
+
+    /// Takes only `format` (see [`IngestFormat`]).
+    pub fn format(mut self, format: IngestFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// Yield complete gzip frames as [`Decoded::Gzip`] instead of inflating
@@ -175,12 +265,48 @@ impl IngestDecoder {
     /// or the rest of an over-long line is still being skipped. Meaningful
     /// after `decode` returned `None`.
     pub fn in_message(&self, buf: &BytesMut) -> bool {
-        !buf.is_empty() || self.lines.is_discarding()
+        !buf.is_empty() || self.lines.is_discarding() || self.skip > 0
+    }
+
+    /// Drops what is left of a message rejected unbuffered. Returns `true`
+    /// once the buffer starts at a message boundary again.
+    fn skip_rejected(&mut self, buf: &mut BytesMut) -> bool {
+        if self.skip == 0 {
+            return true;
+        }
+        let now = usize::try_from(self.skip).map_or(buf.len(), |skip| skip.min(buf.len()));
+        buf.advance(now);
+        self.skip -= now as u64;
+        self.skip == 0
+    }
+
+    /// Rejects a message of `kind` this listener does not take, and skips
+    /// its `len` bytes as they come.
+    fn skip_wrong_format(&mut self, buf: &mut BytesMut, kind: Kind, len: u64) -> Decoded {
+        self.skip = len;
+        self.skip_rejected(buf);
+        Decoded::Rejected(Rejection::wrong_format(
+            kind.described(),
+            self.format.as_str(),
+        ))
     }
 
     /// Decides the format of the message at the front of `buf` (not empty);
     /// `None` when more bytes are needed to tell.
     fn boundary(&self, buf: &BytesMut) -> Result<Option<Boundary>, IngestError> {
+        if self.format.detects_syslog() {
+            match buf[0] {
+                b'<' => return Ok(Some(Boundary::SyslogLine)),
+                b'1'..=b'9' => match octet_header(buf) {
+                    OctetHeader::NeedMore => return Ok(None),
+                    OctetHeader::Counted { header_len, count } => {
+                        return Ok(Some(Boundary::OctetCounted { header_len, count }));
+                    }
+                    OctetHeader::NotCounted => return Ok(Some(Boundary::TextLine)),
+                },
+                _ => {}
+            }
+        }
         if starts_text_line(buf[0]) {
             return Ok(Some(Boundary::TextLine));
         }
@@ -221,6 +347,39 @@ impl IngestDecoder {
         self.gzip_lines = None;
         None
     }
+
+    /// A framed text line: an NDJSON message, unless the listener takes
+    /// none (blank lines are skipped either way).
+    fn text_line(&self, outcome: LineOutcome) -> Option<Decoded> {
+        if !self.format.takes(Kind::Ndjson)
+            && let LineOutcome::Line(line) = &outcome
+        {
+            if is_blank(line) {
+                return None;
+            }
+            return Some(Decoded::Rejected(Rejection::wrong_format(
+                Kind::Ndjson.described(),
+                self.format.as_str(),
+            )));
+        }
+        check_line(outcome, &self.table, &self.limits)
+    }
+
+    /// A framed syslog line (LF framing).
+    fn syslog_line(&self, outcome: LineOutcome) -> Decoded {
+        match outcome {
+            LineOutcome::TooLong => {
+                Decoded::Rejected(Rejection::line_too_long(self.limits.max_line_bytes))
+            }
+            LineOutcome::Line(_) if !self.format.takes(Kind::Syslog) => Decoded::Rejected(
+                Rejection::wrong_format(Kind::Syslog.described(), self.format.as_str()),
+            ),
+            LineOutcome::Line(line) => match syslog_message(line, &self.table) {
+                Ok(message) => Decoded::Message(message),
+                Err(rejection) => Decoded::Rejected(rejection),
+            },
+        }
+    }
 }
 
 impl Decoder for IngestDecoder {
@@ -232,7 +391,7 @@ impl Decoder for IngestDecoder {
             if let Some(decoded) = self.next_gzip_line() {
                 return Ok(Some(decoded));
             }
-            if !self.lines.skip_rejected(buf) || buf.is_empty() {
+            if !self.skip_rejected(buf) || !self.lines.skip_rejected(buf) || buf.is_empty() {
                 return Ok(None);
             }
             match self.boundary(buf)? {
@@ -240,11 +399,50 @@ impl Decoder for IngestDecoder {
                 Some(Boundary::TextLine) => match self.lines.next_line(buf) {
                     None => return Ok(None),
                     Some(outcome) => {
-                        if let Some(decoded) = check_line(outcome, &self.table, &self.limits) {
+                        if let Some(decoded) = self.text_line(outcome) {
                             return Ok(Some(decoded));
                         }
                     }
                 },
+                Some(Boundary::SyslogLine) => {
+                    return Ok(self.lines.next_line(buf).map(|o| self.syslog_line(o)));
+                }
+                Some(Boundary::OctetCounted { header_len, count }) => {
+                    if !self.format.takes(Kind::Syslog) {
+                        let len = header_len as u64 + count;
+                        return Ok(Some(self.skip_wrong_format(buf, Kind::Syslog, len)));
+                    }
+                    let max = self.limits.max_line_bytes;
+                    let Some(count) = usize::try_from(count).ok().filter(|&c| c <= max) else {
+                        // Refused before it is buffered: its bytes are dropped as they come.
+                        buf.advance(header_len);
+                        self.skip = count;
+                        self.skip_rejected(buf);
+                        return Ok(Some(Decoded::Rejected(Rejection::line_too_long(max))));
+                    };
+                    let frame_len = header_len + count;
+                    if buf.len() < frame_len {
+                        buf.reserve(frame_len - buf.len());
+                        return Ok(None);
+                    }
+                    buf.advance(header_len);
+                    let message = strip_trailing_newline(buf.split_to(count).freeze());
+                    return Ok(Some(match syslog_message(message, &self.table) {
+                        Ok(message) => Decoded::Message(message),
+                        Err(rejection) => Decoded::Rejected(rejection),
+                    }));
+                }
+                Some(Boundary::Frame(length)) if !self.format.takes(Kind::Frame) => {
+                    return Ok(Some(self.skip_wrong_format(
+                        buf,
+                        Kind::Frame,
+                        length as u64,
+                    )));
+                }
+                Some(Boundary::Gzip(length)) if !self.format.takes(Kind::Gzip) => {
+                    let len = (GZIP_LENGTH_LEN + length) as u64;
+                    return Ok(Some(self.skip_wrong_format(buf, Kind::Gzip, len)));
+                }
                 Some(Boundary::Frame(length)) => {
                     if buf.len() < length {
                         buf.reserve(length - buf.len());
@@ -273,8 +471,9 @@ impl Decoder for IngestDecoder {
         }
     }
 
-    /// At end of input an unterminated text line still counts as a line; a
-    /// partial binary or gzip frame is reported once as truncated.
+    /// At end of input an unterminated text line or syslog line still
+    /// counts as a line; a partial binary frame, gzip frame or octet-counted
+    /// message is reported once as truncated.
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, IngestError> {
         if let Some(decoded) = self.decode(buf)? {
             return Ok(Some(decoded));
@@ -282,18 +481,33 @@ impl Decoder for IngestDecoder {
         let Some(&first) = buf.first() else {
             return Ok(None);
         };
+        let boundary = self.boundary(buf)?;
+        if let Some(Boundary::OctetCounted { .. }) = boundary {
+            buf.clear();
+            return Ok(Some(Decoded::Rejected(Rejection::truncated_syslog())));
+        }
+        if let Some(Boundary::SyslogLine) = boundary {
+            return Ok(self.lines.last_line(buf).map(|o| self.syslog_line(o)));
+        }
+        // Digits without their space are a text line, like any text.
         if starts_text_line(first) {
             let last = self.lines.last_line(buf);
-            return Ok(last.and_then(|outcome| check_line(outcome, &self.table, &self.limits)));
+            return Ok(last.and_then(|outcome| self.text_line(outcome)));
         }
         buf.clear();
         Ok(Some(Decoded::Rejected(Rejection::truncated())))
     }
 }
 
-/// Whether a message starting with `byte` is a text line (see module docs).
+/// Whether a message starting with `byte` is a text line, once syslog has
+/// had its turn (see module docs).
 fn starts_text_line(byte: u8) -> bool {
     matches!(byte, b'\t' | b'\n' | b'\r' | 0x20..=0x7e)
+}
+
+/// A line of only spaces, tabs and `\r`: no message.
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|byte| matches!(byte, b' ' | b'\t' | b'\r'))
 }
 
 /// Turns a framed line into an outcome; blank lines produce none.
@@ -310,7 +524,7 @@ fn check_line(
         }
         LineOutcome::Line(line) => line,
     };
-    if line.iter().all(|byte| matches!(byte, b' ' | b'\t' | b'\r')) {
+    if is_blank(&line) {
         return None;
     }
     Some(match ndjson_priority(&line, table) {
@@ -764,6 +978,182 @@ mod tests {
         for step in [1, 7, 64 * 1024] {
             let deferred = decode_all_deferred(small_decoder(1024, 1024, 200), &input, step);
             assert_eq!(deferred, inline, "step {step}");
+        }
+    }
+
+    fn syslog(priority: u8, text: &str) -> Decoded {
+        Decoded::Message(Message::from_syslog(
+            priority,
+            Bytes::copy_from_slice(text.as_bytes()),
+        ))
+    }
+
+    fn reasons(decoded: &[Decoded]) -> Vec<RejectReason> {
+        decoded.iter().map(reason).collect()
+    }
+
+    #[test]
+    fn syslog_in_both_framings_mixed_with_everything_else() {
+        let mut input = BytesMut::new();
+        input.put_slice(b"<11>1 - host app - - - lf framed\n");
+        input.put_slice(b"29 <8>Oct 11 22:14:15 h a: emerg");
+        input.put_slice(b"{\"a\":1}\n");
+        encode_frame(9, b"bin", &mut input);
+        input.put_slice(b"<15>crlf\r\n");
+        input.put_slice(b"23 <12>1 - - - - - - warn\n");
+        encode_gzip_frame(b"{\"level\":\"debug\"}\n", &mut input);
+        input.put_slice(b"<14>unterminated");
+        let decoded = decode_all(&mut decoder(), &input);
+        assert_eq!(
+            decoded,
+            vec![
+                syslog(1, "<11>1 - host app - - - lf framed"),
+                syslog(0, "<8>Oct 11 22:14:15 h a: emerg"),
+                ndjson(3, "{\"a\":1}"),
+                Decoded::Message(Message::from_frame(frame(9, b"bin").freeze())),
+                syslog(4, "<15>crlf"),
+                syslog(2, "<12>1 - - - - - - warn"),
+                ndjson(4, "{\"level\":\"debug\"}"),
+                syslog(3, "<14>unterminated"),
+            ]
+        );
+    }
+
+    #[test]
+    fn digits_without_a_space_are_a_text_line() {
+        let decoded = decode_all(&mut decoder(), b"42\n1.5\n12345678901 x\n7");
+        use RejectReason::*;
+        assert_eq!(
+            reasons(&decoded),
+            [NotAnObject, NotAnObject, InvalidJson, NotAnObject]
+        );
+    }
+
+    #[test]
+    fn syslog_without_a_pri_is_rejected_and_the_stream_goes_on() {
+        let decoded = decode_all(&mut decoder(), b"<192>too big\n<x>\n5 hello<7>ok\n3 <1>\n");
+        assert_eq!(reasons(&decoded[..3]), [RejectReason::BadSyslog; 3]);
+        assert_eq!(decoded[3], syslog(4, "<7>ok"));
+        assert_eq!(decoded[4], syslog(0, "<1>"), "a counted \\n is not kept");
+        assert_eq!(decoded.len(), 5);
+    }
+
+    #[test]
+    fn octet_count_over_the_limit_is_skipped_unbuffered() {
+        let mut decoder = small_decoder(1024, 16, 1024);
+        let mut buf = BytesMut::from(&b"1000 <1>"[..]);
+        let first = decoder.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(first, Decoded::Rejected(Rejection::line_too_long(16)));
+        assert!(buf.is_empty());
+        // 997 more bytes belong to it: dropped as they come, never buffered.
+        for _ in 0..9 {
+            buf.put_slice(&[b'z'; 100]);
+            assert_eq!(decoder.decode(&mut buf).unwrap(), None);
+            assert!(buf.is_empty());
+            assert!(decoder.in_message(&buf));
+        }
+        buf.put_slice(&[b'z'; 97]);
+        buf.put_slice(b"<13>next\n");
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap().unwrap(),
+            syslog(3, "<13>next")
+        );
+        assert!(!decoder.in_message(&buf));
+        // At the limit: taken; LF-framed over it: line_too_long.
+        let decoded = decode_all(
+            &mut small_decoder(1024, 16, 1024),
+            b"16 <13>123456789012<13>12345678901234\n<13>ok\n",
+        );
+        assert_eq!(decoded[0], syslog(3, "<13>123456789012"));
+        assert_eq!(reason(&decoded[1]), RejectReason::LineTooLong);
+        assert_eq!(decoded[2], syslog(3, "<13>ok"));
+    }
+
+    #[test]
+    fn octet_counted_message_cut_by_eof_is_truncated() {
+        let decoded = decode_all(&mut decoder(), b"<13>a\n20 <13>cut");
+        assert_eq!(decoded[0], syslog(3, "<13>a"));
+        assert_eq!(reason(&decoded[1]), RejectReason::Truncated);
+        assert_eq!(decoded.len(), 2);
+        let Decoded::Rejected(rejection) = &decoded[1] else {
+            unreachable!()
+        };
+        assert!(rejection.detail.contains("octet-counted"), "{rejection}");
+    }
+
+    #[test]
+    fn a_pinned_format_rejects_the_others_in_step() {
+        let mut input = BytesMut::new();
+        input.put_slice(b"{\"a\":1}\n");
+        input.put_slice(b"<13>lf\n");
+        input.put_slice(b"8 <13>oct\n");
+        encode_frame(2, b"bin", &mut input);
+        encode_gzip_frame(b"{\"b\":2}\n", &mut input);
+        input.put_slice(b"  \n");
+        input.put_slice(b"{\"c\":3}\n");
+        let run = |format| {
+            decode_all(&mut decoder().format(format), &input)
+                .into_iter()
+                .map(|d| match d {
+                    Decoded::Message(m) => format!("{:?}", m.origin()),
+                    Decoded::Rejected(r) => r.reason.to_string(),
+                    Decoded::Gzip(_) => unreachable!(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            run(IngestFormat::Auto),
+            ["Ndjson", "Syslog", "Syslog", "Frame", "Ndjson", "Ndjson"]
+        );
+        assert_eq!(
+            run(IngestFormat::Syslog),
+            [
+                "wrong_format",
+                "Syslog",
+                "Syslog",
+                "wrong_format",
+                "wrong_format",
+                "wrong_format"
+            ]
+        );
+        // As before syslog: `<` and digits start NDJSON lines (rejected ones here).
+        assert_eq!(
+            run(IngestFormat::Ndjson),
+            [
+                "Ndjson",
+                "invalid_json",
+                "invalid_json",
+                "wrong_format",
+                "Ndjson",
+                "Ndjson"
+            ]
+        );
+        assert_eq!(
+            run(IngestFormat::Frame),
+            [
+                "wrong_format",
+                "wrong_format",
+                "wrong_format",
+                "Frame",
+                "wrong_format",
+                "wrong_format"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_protocol_syslog_examples_decode() {
+        let protocol = include_str!("../../../docs/protocol.md");
+        let section = &protocol[protocol.find("### 2.4a Syslog message").unwrap()..];
+        let examples = &section[section.find("Examples, each one message").unwrap()..];
+        let block = examples.split("```").nth(1).unwrap();
+        let wire = block.trim_start().replace("\\n", "\n");
+        let decoded = decode_all(&mut decoder(), wire.as_bytes());
+        assert_eq!(decoded.len(), 3, "{decoded:?}");
+        for item in &decoded {
+            assert_eq!(message(item).priority(), 1);
+            assert_eq!(message(item).origin(), Origin::Syslog);
+            assert!(message(item).data().ends_with(b"disk full"));
         }
     }
 

@@ -1,9 +1,10 @@
 //! logdist wire formats: framing and decoding for everything that crosses a
 //! socket, with no sockets and no runtime.
 //!
-//! * Emitters → distributor: [`IngestDecoder`] reads NDJSON lines, binary
-//!   frames and gzip frames mixed on one connection ([`encode_frame`] and
-//!   [`encode_gzip_frame`] write the framed ones).
+//! * Emitters → distributor: [`IngestDecoder`] reads NDJSON lines, syslog
+//!   messages (both RFC 6587 framings), binary frames and gzip frames mixed
+//!   on one connection ([`encode_frame`], [`encode_gzip_frame`],
+//!   [`encode_octet_counted`] and [`encode_syslog_line`] write them).
 //! * Distributor → analyzers: [`OutboundBatch`] encodes messages in the
 //!   analyzer's [`AnalyzerFormat`]; analyzers read them back with
 //!   [`FrameDecoder`] or [`NdjsonLineDecoder`].
@@ -22,6 +23,7 @@ mod ndjson;
 mod outbound;
 mod reject;
 mod reply;
+mod syslog;
 
 pub use analyzer::{
     AnalyzerFormat, Control, ControlError, Handshake, HandshakeDecoder, HandshakeError, Hello,
@@ -31,10 +33,17 @@ pub use analyzer::{
 pub use dead_letter::{DeadLetterRecord, MessageField, PayloadError};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use gzip::{GzipFrame, Inflater, encode_gzip_frame};
-pub use ingest::{Decoded, IngestDecoder, IngestError, IngestLimits, MAX_FRAME_BYTES_CEILING};
+pub use ingest::{
+    Decoded, IngestDecoder, IngestError, IngestFormat, IngestLimits, MAX_FRAME_BYTES_CEILING,
+};
 pub use line::NdjsonLineDecoder;
 pub use message::{FRAME_HEADER_LEN, Message, Origin};
-pub use ndjson::{DEFAULT_LEVELS, DEFAULT_PRIORITY, PriorityTable, ndjson_priority};
+pub use ndjson::{
+    DEFAULT_LEVELS, DEFAULT_PRIORITY, DEFAULT_SYSLOG_PRIORITIES, PriorityTable, ndjson_priority,
+};
 pub use outbound::OutboundBatch;
 pub use reject::{RejectReason, Rejection};
 pub use reply::{ErrorCode, error_reply};
+pub use syslog::{
+    MAX_PRIVAL, encode_octet_counted, encode_syslog_line, syslog_pri, write_syslog_json,
+};

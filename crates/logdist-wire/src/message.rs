@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 /// How a message arrived, which decides how it is re-encoded for an analyzer.
-/// In a dead-letter record it is written `"ndjson"` or `"frame"`.
+/// In a dead-letter record it is written `"ndjson"`, `"frame"` or `"syslog"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
@@ -12,6 +12,8 @@ pub enum Origin {
     Ndjson,
     /// A seed binary frame.
     Frame,
+    /// A syslog message (RFC 5424 or RFC 3164), LF-framed or octet-counted.
+    Syslog,
 }
 
 /// One log message.
@@ -19,7 +21,8 @@ pub enum Origin {
 /// `data` is a slice of the read buffer, never a copy: for a binary frame it is
 /// the *whole* frame (length word, priority byte, payload) so it can be written to
 /// a frame-format analyzer unchanged; for an NDJSON line it is the line without its
-/// `\n` (and without a trailing `\r`).
+/// `\n` (and without a trailing `\r`); for a syslog message it is the message
+/// as received, without its framing (octet count or trailing `\n`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     priority: u8,
@@ -37,6 +40,15 @@ impl Message {
             priority,
             origin: Origin::Ndjson,
             data: line,
+        }
+    }
+
+    /// A syslog message (without framing) and its priority.
+    pub fn from_syslog(priority: u8, message: Bytes) -> Self {
+        Message {
+            priority,
+            origin: Origin::Syslog,
+            data: message,
         }
     }
 
@@ -69,10 +81,11 @@ impl Message {
         &self.data
     }
 
-    /// The log content: the frame payload after the header, or the whole line.
+    /// The log content: the frame payload after the header, or the whole
+    /// line or syslog message.
     pub fn payload(&self) -> Bytes {
         match self.origin {
-            Origin::Ndjson => self.data.clone(),
+            Origin::Ndjson | Origin::Syslog => self.data.clone(),
             Origin::Frame => self.data.slice(FRAME_HEADER_LEN..),
         }
     }

@@ -12,13 +12,15 @@ use serde_json::value::RawValue;
 
 use crate::reject::Rejection;
 
-/// Maps `level`/`severity` names to priorities, case-insensitively.
+/// Maps `level`/`severity` names to priorities, case-insensitively, and
+/// syslog severities (0 emerg ..= 7 debug) to priorities.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PriorityTable {
     /// Few entries, so a linear scan comparing without allocation beats
     /// hashing a lowercased copy of every level.
     entries: Vec<(String, u8)>,
     default: u8,
+    syslog: [u8; 8],
 }
 
 impl PriorityTable {
@@ -29,6 +31,7 @@ impl PriorityTable {
         let mut table = PriorityTable {
             entries: Vec::new(),
             default,
+            syslog: DEFAULT_SYSLOG_PRIORITIES,
         };
         for (name, priority) in entries {
             match table
@@ -55,7 +58,26 @@ impl PriorityTable {
     pub fn default_priority(&self) -> u8 {
         self.default
     }
+
+    /// The table with `syslog[severity]` as the priority of syslog messages
+    /// of each severity (0 emerg ..= 7 debug), instead of
+    /// [`DEFAULT_SYSLOG_PRIORITIES`].
+    pub fn with_syslog(mut self, syslog: [u8; 8]) -> Self {
+        self.syslog = syslog;
+        self
+    }
+
+    /// The priority of a syslog message of `severity` (0..=7; the low three
+    /// bits are used).
+    pub fn syslog_priority(&self, severity: u8) -> u8 {
+        self.syslog[usize::from(severity & 7)]
+    }
 }
+
+/// Syslog severity to priority, consistent with [`DEFAULT_LEVELS`]: emerg,
+/// alert, crit → 0 (FATAL); err → 1 (ERROR); warning → 2 (WARN); notice,
+/// info → 3 (INFO); debug → 4 (DEBUG).
+pub const DEFAULT_SYSLOG_PRIORITIES: [u8; 8] = [0, 0, 0, 1, 2, 3, 3, 4];
 
 /// The syslog-like level mapping the seed systems used.
 pub const DEFAULT_LEVELS: [(&str, u8); 8] = [

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::analyzer::AnalyzerFormat;
 use crate::message::{FRAME_HEADER_LEN, Message, Origin};
+use crate::syslog::write_syslog_json;
 
 /// How much scratch space to allocate at a time. Headers and converted
 /// messages are carved out of one block with `split().freeze()`, so encoding
@@ -41,14 +42,18 @@ impl OutboundBatch {
     /// * frame, NDJSON-born: a 5-byte header, then the line as payload;
     /// * ndjson, NDJSON-born: the line, then `\n`;
     /// * ndjson, binary-born: `{"priority":p,"message":"<payload>"}` when the
-    ///   payload is UTF-8, else `{"priority":p,"payload_b64":"<base64>"}`.
+    ///   payload is UTF-8, else `{"priority":p,"payload_b64":"<base64>"}`;
+    /// * frame, syslog-born: a 5-byte header, then the syslog message as
+    ///   received (no octet count, no `\n`);
+    /// * ndjson, syslog-born: the parsed message as a JSON object
+    ///   ([`write_syslog_json`]).
     pub fn push(&mut self, message: &Message, format: AnalyzerFormat) {
         match (format, message.origin()) {
             (AnalyzerFormat::Frame, Origin::Frame) => self.push_chunk(message.data().clone()),
-            (AnalyzerFormat::Frame, Origin::Ndjson) => {
+            (AnalyzerFormat::Frame, Origin::Ndjson | Origin::Syslog) => {
                 let line = message.data();
                 let length = u32::try_from(FRAME_HEADER_LEN + line.len())
-                    .expect("an NDJSON line is bounded by max_line_bytes");
+                    .expect("a line or syslog message is bounded by max_line_bytes");
                 self.reserve_scratch(FRAME_HEADER_LEN);
                 self.scratch.put_u32(length);
                 self.scratch.put_u8(message.priority());
@@ -62,6 +67,18 @@ impl OutboundBatch {
             }
             (AnalyzerFormat::Ndjson, Origin::Frame) => {
                 let converted = self.frame_as_json_line(message);
+                self.push_chunk(converted);
+            }
+            (AnalyzerFormat::Ndjson, Origin::Syslog) => {
+                // The fields are about as long as the message; a guess, not a bound.
+                self.reserve_scratch(message.data().len() * 2 + 256);
+                write_syslog_json(
+                    message.priority(),
+                    message.data(),
+                    &mut (&mut self.scratch).writer(),
+                );
+                self.scratch.put_u8(b'\n');
+                let converted = self.scratch.split().freeze();
                 self.push_chunk(converted);
             }
         }
@@ -224,6 +241,31 @@ mod tests {
             let value: serde_json::Value = serde_json::from_slice(chunk).unwrap();
             assert!(value.is_object());
         }
+    }
+
+    #[test]
+    fn syslog_goes_raw_in_frames_and_parsed_in_ndjson() {
+        let message = Message::from_syslog(
+            1,
+            Bytes::from_static(b"<11>1 2025-01-25T20:30:45.123Z web-1 nginx 42 - - disk full"),
+        );
+        let mut batch = OutboundBatch::new();
+        batch.push(&message, AnalyzerFormat::Frame);
+        let length = (FRAME_HEADER_LEN + message.data().len()) as u32;
+        assert_eq!(batch.chunks()[0][..4], length.to_be_bytes());
+        assert_eq!(batch.chunks()[0][4], 1);
+        assert_eq!(batch.chunks()[1].as_ptr(), message.data().as_ptr());
+
+        let mut batch = OutboundBatch::new();
+        batch.push(&message, AnalyzerFormat::Ndjson);
+        let wire = concat(&batch);
+        assert_eq!(wire.last(), Some(&b'\n'));
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "{\"facility\":\"user\",\"severity\":\"err\",\"timestamp\":\"2025-01-25T20:30:45.123Z\",\
+             \"hostname\":\"web-1\",\"app_name\":\"nginx\",\"procid\":42,\"msgid\":null,\
+             \"structured_data\":{},\"message\":\"disk full\",\"priority\":1}\n"
+        );
     }
 
     #[test]

@@ -22,13 +22,18 @@ pub enum RejectReason {
     CorruptGzip,
     /// A gzip frame that decompresses past `max_decompressed_bytes`.
     GzipTooLarge,
-    /// The connection ended inside a binary or gzip frame.
+    /// The connection ended inside a binary or gzip frame, or inside an
+    /// octet-counted syslog message.
     Truncated,
+    /// A syslog message without a valid PRI (`<0>` to `<191>`) at its start.
+    BadSyslog,
+    /// A message in a format its listener's `format` does not take.
+    WrongFormat,
 }
 
 impl RejectReason {
     /// Every reason, so counters can be registered (and exported as 0) up front.
-    pub const ALL: [RejectReason; 7] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::InvalidJson,
         RejectReason::NotAnObject,
         RejectReason::BadPriority,
@@ -36,6 +41,8 @@ impl RejectReason {
         RejectReason::CorruptGzip,
         RejectReason::GzipTooLarge,
         RejectReason::Truncated,
+        RejectReason::BadSyslog,
+        RejectReason::WrongFormat,
     ];
 
     /// The snake_case label used in metrics and stats, and as the `reason` of
@@ -49,6 +56,8 @@ impl RejectReason {
             RejectReason::CorruptGzip => "corrupt_gzip",
             RejectReason::GzipTooLarge => "gzip_too_large",
             RejectReason::Truncated => "truncated",
+            RejectReason::BadSyslog => "bad_syslog",
+            RejectReason::WrongFormat => "wrong_format",
         }
     }
 }
@@ -117,6 +126,29 @@ impl Rejection {
         Rejection {
             reason: RejectReason::Truncated,
             detail: "connection closed in the middle of a frame".to_owned(),
+        }
+    }
+
+    pub(crate) fn truncated_syslog() -> Self {
+        Rejection {
+            reason: RejectReason::Truncated,
+            detail: "connection closed in the middle of an octet-counted syslog message".to_owned(),
+        }
+    }
+
+    pub(crate) fn bad_syslog() -> Self {
+        Rejection {
+            reason: RejectReason::BadSyslog,
+            detail: "syslog message must start with a PRI from <0> to <191>".to_owned(),
+        }
+    }
+
+    /// `found` names the message's format ("a syslog message", ...), `taken`
+    /// the listener's `format`.
+    pub(crate) fn wrong_format(found: &str, taken: &str) -> Self {
+        Rejection {
+            reason: RejectReason::WrongFormat,
+            detail: format!("{found} on a listener that takes only {taken}"),
         }
     }
 }

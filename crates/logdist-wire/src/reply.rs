@@ -45,7 +45,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, emitter ones first.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Rejected(RejectReason::InvalidJson),
         ErrorCode::Rejected(RejectReason::NotAnObject),
         ErrorCode::Rejected(RejectReason::BadPriority),
@@ -53,6 +53,8 @@ impl ErrorCode {
         ErrorCode::Rejected(RejectReason::CorruptGzip),
         ErrorCode::Rejected(RejectReason::GzipTooLarge),
         ErrorCode::Rejected(RejectReason::Truncated),
+        ErrorCode::Rejected(RejectReason::BadSyslog),
+        ErrorCode::Rejected(RejectReason::WrongFormat),
         ErrorCode::BadFrameLength,
         ErrorCode::BadHandshake,
         ErrorCode::HelloTooLong,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use logdist_wire::{
-    AnalyzerFormat, Decoded, FrameDecoder, HandshakeDecoder, IngestDecoder, IngestLimits,
-    JsonControlDecoder, Message, NdjsonLineDecoder, OutboundBatch, PriorityTable, RejectReason,
-    SeedControlDecoder, encode_frame, encode_gzip_frame,
+    AnalyzerFormat, Decoded, FrameDecoder, HandshakeDecoder, IngestDecoder, IngestFormat,
+    IngestLimits, JsonControlDecoder, Message, NdjsonLineDecoder, OutboundBatch, PriorityTable,
+    RejectReason, SeedControlDecoder, encode_frame, encode_gzip_frame,
 };
 use proptest::prelude::*;
 use tokio_util::codec::Decoder;
@@ -55,6 +55,19 @@ enum Item {
     },
     Blank(&'static str),
     Invalid(&'static str, RejectReason),
+    /// A syslog message, LF-framed (`crlf`: ended by `\r\n`) or octet-counted.
+    Syslog {
+        message: SyslogMessage,
+        octet_counted: bool,
+        crlf: bool,
+    },
+}
+
+/// One generated syslog message and the priority the spec assigns it.
+#[derive(Clone, Debug)]
+struct SyslogMessage {
+    text: String,
+    priority: u8,
 }
 
 /// The spec's default table, written out independently of the crate's.
@@ -141,8 +154,50 @@ fn frame_item() -> impl Strategy<Value = Item> {
         })
 }
 
+/// RFC 5424 and RFC 3164 messages of every severity. An octet-counted one
+/// may hold newlines; none ends with one (a counted trailing `\n` is not
+/// part of the message).
+fn syslog_message(octet_counted: bool) -> impl Strategy<Value = SyslogMessage> {
+    let body = if octet_counted {
+        "[^\r\n]{0,5}(\n[^\r\n]{1,10}){0,2}"
+    } else {
+        "[^\r\n]{0,40}"
+    };
+    (
+        0u8..24,
+        0u8..8,
+        any::<bool>(),
+        "[a-z0-9.-]{1,12}",
+        prop::option::of("[a-z]{1,8}"),
+        body,
+    )
+        .prop_map(|(facility, severity, rfc5424, host, app, body)| {
+            let pri = facility * 8 + severity;
+            let app = app.unwrap_or_else(|| "-".to_owned());
+            let text = if rfc5424 {
+                format!("<{pri}>1 2025-01-25T20:30:45.123Z {host} {app} - - - {body}")
+            } else {
+                format!("<{pri}>Jan 25 20:30:45 {host} {app}: {body}")
+            };
+            // The spec's default table, written out independently.
+            let priority = [0, 0, 0, 1, 2, 3, 3, 4][usize::from(severity)];
+            SyslogMessage { text, priority }
+        })
+}
+
+fn syslog_item() -> impl Strategy<Value = Item> {
+    (any::<bool>(), any::<bool>()).prop_flat_map(|(octet_counted, crlf)| {
+        syslog_message(octet_counted).prop_map(move |message| Item::Syslog {
+            message,
+            octet_counted,
+            crlf,
+        })
+    })
+}
+
 fn item() -> impl Strategy<Value = Item> {
     prop_oneof![
+        3 => syslog_item(),
         4 => (json_line(), any::<bool>()).prop_map(|(line, crlf)| Item::Line { line, crlf }),
         3 => frame_item(),
         1 => (prop::collection::vec(json_line(), 0..5), any::<bool>(), any::<bool>())
@@ -155,6 +210,9 @@ fn item() -> impl Strategy<Value = Item> {
             ("{\"a\":", RejectReason::InvalidJson),
             ("{\"priority\":300}", RejectReason::BadPriority),
             ("{\"priority\":\"1\"}", RejectReason::BadPriority),
+            ("<192>1 - - - - - - too big", RejectReason::BadSyslog),
+            ("<a>no pri", RejectReason::BadSyslog),
+            ("42", RejectReason::NotAnObject),
         ])
         .prop_map(|(text, reason)| Item::Invalid(text, reason)),
     ]
@@ -205,6 +263,25 @@ fn encode_stream(items: &[Item], open_tail: bool) -> (Vec<u8>, Vec<Outcome>) {
                 expected.extend(lines.iter().map(ndjson));
             }
             Item::Blank(blank) => wire.extend_from_slice(blank.as_bytes()),
+            Item::Syslog {
+                message,
+                octet_counted,
+                crlf,
+            } => {
+                let text = message.text.as_bytes();
+                if *octet_counted {
+                    logdist_wire::encode_octet_counted(text, &mut wire);
+                } else {
+                    wire.extend_from_slice(text);
+                    if !(last && open_tail) {
+                        wire.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+                    }
+                }
+                expected.push(Outcome::Message(Message::from_syslog(
+                    message.priority,
+                    Bytes::from(message.text.clone()),
+                )));
+            }
             Item::Invalid(text, reason) => {
                 wire.extend_from_slice(text.as_bytes());
                 wire.extend_from_slice(b"\n");
@@ -297,7 +374,7 @@ fn hostile_input() -> impl Strategy<Value = Vec<u8>> {
         damaged_stream(),
         // Mostly text, to reach the line paths.
         prop::collection::vec(
-            prop::sample::select(b"{}[]\":,0123456789abc \r\n\t".to_vec()),
+            prop::sample::select(b"{}[]<>\":,0123456789abc \r\n\t".to_vec()),
             0..2000
         ),
     ]
@@ -330,6 +407,9 @@ proptest! {
         let limits = IngestLimits { max_frame_bytes: 512, max_line_bytes: 256, max_decompressed_bytes: 1024 };
         let bound = (limits.max_line_bytes + 1).max(limits.max_frame_bytes + 4);
         feed(&mut ingest_decoder(limits), &input, &chunk_sizes, bound);
+        for format in [IngestFormat::Ndjson, IngestFormat::Frame, IngestFormat::Syslog] {
+            feed(&mut ingest_decoder(limits).format(format), &input, &chunk_sizes, bound);
+        }
         feed(&mut FrameDecoder::new(512), &input, &chunk_sizes, 512);
         feed(&mut HandshakeDecoder::new(), &input, &chunk_sizes, 4097);
         feed(&mut SeedControlDecoder, &input, &chunk_sizes, 3);
@@ -385,7 +465,7 @@ proptest! {
 
     #[test]
     fn outbound_batches_round_trip(
-        items in prop::collection::vec(prop_oneof![json_line().prop_map(Ok), frame_item().prop_map(Err)], 0..20),
+        items in prop::collection::vec(prop_oneof![json_line().prop_map(Ok), frame_item().prop_map(Err), syslog_item().prop_map(Err)], 0..20),
         chunk_sizes in chunk_sizes(),
     ) {
         let messages: Vec<Message> = items
@@ -396,6 +476,9 @@ proptest! {
                     let mut frame = BytesMut::new();
                     encode_frame(*priority, payload, &mut frame);
                     Message::from_frame(frame.freeze())
+                }
+                Err(Item::Syslog { message, .. }) => {
+                    Message::from_syslog(message.priority, Bytes::from(message.text.clone()))
                 }
                 Err(other) => unreachable!("frame_item made {other:?}"),
             })
@@ -428,6 +511,14 @@ proptest! {
             let value: serde_json::Value = serde_json::from_slice(got).unwrap();
             match sent.origin() {
                 logdist_wire::Origin::Ndjson => prop_assert_eq!(got, sent.data()),
+                logdist_wire::Origin::Syslog => {
+                    prop_assert_eq!(value["priority"].as_u64(), Some(u64::from(sent.priority())));
+                    let text = std::str::from_utf8(sent.data()).unwrap();
+                    let body = value["message"].as_str().unwrap();
+                    prop_assert!(text.trim_end().ends_with(body.trim()), "{} from {}", body, text);
+                    prop_assert!(value["severity"].is_string());
+                    prop_assert!(value["facility"].is_string());
+                }
                 logdist_wire::Origin::Frame => {
                     prop_assert_eq!(value["priority"].as_u64(), Some(u64::from(sent.priority())));
                     let payload = match (value["message"].as_str(), value["payload_b64"].as_str()) {

@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use logdist_wire::{AnalyzerFormat, DEFAULT_LEVELS, DEFAULT_PRIORITY, MAX_FRAME_BYTES_CEILING};
+use logdist_wire::{
+    AnalyzerFormat, DEFAULT_LEVELS, DEFAULT_PRIORITY, DEFAULT_SYSLOG_PRIORITIES, IngestFormat,
+    MAX_FRAME_BYTES_CEILING, PriorityTable,
+};
 use serde::Deserialize;
 
 /// `limits.max_buffered_bytes` by default: 512 MiB.
@@ -109,6 +112,11 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     #[serde(default)]
     pub ack: AckMode,
+    /// The input formats taken: `auto` (every format, told apart at each
+    /// message), or one of `ndjson` (lines and gzip frames), `frame`,
+    /// `syslog`; messages in another format are rejected as `wrong_format`.
+    #[serde(default)]
+    pub format: IngestFormat,
     /// Source networks allowed to connect (CIDRs; a bare address is one
     /// host); absent: any. Others are closed at once, unread.
     #[serde(default)]
@@ -124,6 +132,7 @@ impl ListenerConfig {
         ListenerConfig {
             address,
             ack,
+            format: IngestFormat::Auto,
             allow: None,
             tls: None,
         }
@@ -162,14 +171,15 @@ pub struct ClientTlsConfig {
     pub key: Option<PathBuf>,
 }
 
-/// Whether an emitter listener answers every NDJSON message.
+/// Whether an emitter listener answers every NDJSON and syslog message.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AckMode {
     /// Nothing is written back to the emitter.
     #[default]
     None,
-    /// One `{"status":...}` line per NDJSON message, in order (the seed shipper waits for it).
+    /// One `{"status":...}` line per NDJSON or syslog message, in order (the
+    /// seed shipper waits for it).
     Message,
 }
 
@@ -316,7 +326,8 @@ pub struct LimitsConfig {
     pub max_buffered_bytes: usize,
 }
 
-/// How NDJSON messages without a `priority` field get one.
+/// How NDJSON messages without a `priority` field, and syslog messages, get
+/// one.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrioritiesConfig {
@@ -324,6 +335,16 @@ pub struct PrioritiesConfig {
     pub default: u8,
     /// `level`/`severity` value (matched case-insensitively) to priority.
     pub levels: BTreeMap<String, u8>,
+    /// Priority of a syslog message by severity: emerg, alert, crit, err,
+    /// warning, notice, info, debug.
+    pub syslog: [u8; 8],
+}
+
+impl PrioritiesConfig {
+    /// The table the ingest decoders use.
+    pub fn table(&self) -> PriorityTable {
+        PriorityTable::new(self.levels.clone(), self.default).with_syslog(self.syslog)
+    }
 }
 
 /// The admin HTTP API (docs/operations.md).
@@ -511,6 +532,7 @@ impl Default for PrioritiesConfig {
                 .iter()
                 .map(|(name, priority)| (name.to_string(), *priority))
                 .collect(),
+            syslog: DEFAULT_SYSLOG_PRIORITIES,
         }
     }
 }
@@ -941,6 +963,24 @@ interval = "1s"
     }
 
     #[test]
+    fn shipped_secure_config_has_syslog_over_tls_on_6514() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/secure.toml");
+        let config = Config::from_file(&path).unwrap();
+        let syslog = config
+            .listeners
+            .iter()
+            .find(|l| l.address.port() == 6514)
+            .expect("a 6514 listener");
+        assert_eq!(syslog.format, IngestFormat::Syslog);
+        assert_eq!(
+            syslog.ack,
+            AckMode::None,
+            "syslog senders never read replies"
+        );
+        assert!(syslog.tls.is_some(), "RFC 5425: syslog over TLS");
+    }
+
+    #[test]
     fn static_analyzers_parse_with_defaults() {
         let text = r#"
 [[analyzers.static]]
@@ -971,6 +1011,30 @@ acks = false
             .unwrap_err()
             .to_string();
         assert!(err.contains("analyzers.static.id"), "{err}");
+    }
+
+    #[test]
+    fn listener_format_and_syslog_priorities_parse() {
+        let config = Config::from_toml(
+            "[[listeners]]\naddress = \"0.0.0.0:6514\"\nformat = \"syslog\"\n\n\
+             [priorities]\nsyslog = [0, 1, 2, 3, 4, 5, 6, 7]\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.listeners[0].format, IngestFormat::Syslog);
+        assert_eq!(config.listeners[0].ack, AckMode::None);
+        assert_eq!(config.priorities.table().syslog_priority(7), 7);
+        assert_eq!(Config::default().listeners[0].format, IngestFormat::Auto);
+        assert_eq!(
+            Config::default().priorities.syslog,
+            [0, 0, 0, 1, 2, 3, 3, 4]
+        );
+        let err = problem("[[listeners]]\naddress = \"0.0.0.0:1\"\nformat = \"xml\"\n");
+        assert!(err.contains("format"), "{err}");
+        let err = problem("[priorities]\nsyslog = [0, 1]\n");
+        assert!(err.contains("syslog"), "{err}");
+        let err = problem("[priorities]\nsyslog = [0, 0, 0, 0, 0, 0, 0, 256]\n");
+        assert!(err.contains("syslog"), "{err}");
     }
 
     #[test]

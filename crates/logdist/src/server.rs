@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use logdist_router::Router;
-use logdist_wire::{IngestLimits, PriorityTable};
+use logdist_wire::{IngestFormat, IngestLimits};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -34,7 +34,7 @@ use crate::delivery::listener::accept_analyzers;
 use crate::delivery::redelivery::Redelivery;
 use crate::ingest::context::{EmitterTimeouts, IngestContext};
 use crate::ingest::http;
-use crate::ingest::listener::accept_emitters;
+use crate::ingest::listener::{ListenerMode, accept_emitters};
 use crate::ingest::spooling::Spooling;
 use crate::shutdown::Shutdown;
 use crate::stats::{Stats, StatsSnapshot};
@@ -47,7 +47,7 @@ pub struct Server {
     ingest: Arc<IngestContext>,
     delivery: Arc<DeliveryContext>,
     observed: Observed,
-    emitter_listeners: Vec<(TcpListener, AckMode, Arc<Gate>)>,
+    emitter_listeners: Vec<(TcpListener, ListenerMode, Arc<Gate>)>,
     analyzer_listener: TcpListener,
     analyzer_max_connections: usize,
     admin_listener: Option<TcpListener>,
@@ -76,6 +76,7 @@ pub struct Addresses {
 pub struct ListenerAddress {
     pub address: SocketAddr,
     pub ack: AckMode,
+    pub format: IngestFormat,
 }
 
 /// Why a server could not start.
@@ -116,7 +117,11 @@ impl Server {
         let mut emitter_listeners = Vec::with_capacity(config.listeners.len());
         for (listener, gate) in config.listeners.iter().zip(&gates.emitters) {
             let bound = bind(listener.address, "emitter").await?;
-            emitter_listeners.push((bound, listener.ack, gate.clone()));
+            let mode = ListenerMode {
+                ack: listener.ack,
+                format: listener.format,
+            };
+            emitter_listeners.push((bound, mode, gate.clone()));
         }
         let analyzer_listener = bind(config.analyzers.listen, "analyzer").await?;
         let admin_listener = match config.admin.address() {
@@ -140,8 +145,7 @@ impl Server {
             shutdown.hard_stop.clone(),
             drain.clone(),
         );
-        let priorities =
-            PriorityTable::new(config.priorities.levels.clone(), config.priorities.default);
+        let priorities = config.priorities.table();
         let directory = Arc::new(Directory::new(stats.clone(), router.clone()));
         directory.set_max_weight(config.analyzers.max_weight);
         let access = Arc::new(AnalyzerAccess::new(AccessPolicy {
@@ -239,9 +243,10 @@ impl Server {
             listeners: self
                 .emitter_listeners
                 .iter()
-                .map(|(l, ack, _)| ListenerAddress {
+                .map(|(l, mode, _)| ListenerAddress {
                     address: local(l),
-                    ack: *ack,
+                    ack: mode.ack,
+                    format: mode.format,
                 })
                 .collect(),
             analyzers: local(&self.analyzer_listener),
@@ -279,10 +284,10 @@ impl Server {
         let permits = Arc::new(Semaphore::new(self.max_connections));
 
         let mut acceptors = Vec::new();
-        for (listener, ack, gate) in self.emitter_listeners {
+        for (listener, mode, gate) in self.emitter_listeners {
             acceptors.push(tokio::spawn(accept_emitters(
                 listener,
-                ack,
+                mode,
                 gate,
                 ingest.clone(),
                 emitters.clone(),

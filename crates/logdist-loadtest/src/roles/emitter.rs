@@ -231,6 +231,7 @@ async fn run_inner(args: EmitterArgs, stop: Stop) -> Result<i32, String> {
         sizes,
         tick: args.tick,
         seed: args.seed,
+        format: crate::syslog::EmitterFormat::Frame,
     };
     let send_stop = stop.token.child_token();
     let mut task = tokio::spawn(crate::emitter::run(

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use logdist_net::TlsClient;
 use logdist_net::tls::split_host_port;
-use logdist_wire::{DeadLetterRecord, MessageField, Origin, encode_frame};
+use logdist_wire::{DeadLetterRecord, MessageField, Origin, encode_frame, encode_octet_counted};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -189,8 +189,10 @@ fn restore(file: &Path, aside: &Path, keep: &[String]) -> Result<(), ReplayError
 /// Encodes one record: NDJSON-born messages as their original line (with
 /// `"priority"` added when the line has none, so the priority survives
 /// whatever level table the target uses; unchanged if the record has no
-/// priority either), everything else as a binary frame, at
-/// `default_priority` if the record has none.
+/// priority either), syslog messages as received with octet counting (the
+/// target gives them the priority of their severity; they are acknowledged
+/// like lines), everything else as a binary frame, at `default_priority` if
+/// the record has none.
 fn encode(line: &str, default_priority: u8) -> Result<(Vec<u8>, bool), String> {
     let record = DeadLetterRecord::parse(line.as_bytes())
         .map_err(|err| format!("not a dead-letter record: {err}"))?;
@@ -207,6 +209,12 @@ fn encode(line: &str, default_priority: u8) -> Result<(Vec<u8>, bool), String> {
         return Ok((bytes, true));
     }
     let payload = record.payload().map_err(|err| err.to_string())?;
+    if record.origin == Origin::Syslog {
+        // As received, octet-counted; the target maps its severity again.
+        let mut framed = BytesMut::new();
+        encode_octet_counted(&payload, &mut framed);
+        return Ok((framed.to_vec(), true));
+    }
     let mut frame = BytesMut::new();
     encode_frame(
         record.priority.unwrap_or(default_priority),
@@ -327,6 +335,14 @@ mod tests {
         let (bytes, _) =
             encode(r#"{"payload_b64":"/wA=","origin":"frame","priority":0,"attempts":1,"final_error":"e","failed_at":"t"}"#, 3).unwrap();
         assert_eq!(bytes, b"\x00\x00\x00\x07\x00\xff\x00");
+
+        let (bytes, acked) = encode(
+            r#"{"message":"<11>1 - h app - - - disk full","origin":"syslog","priority":1}"#,
+            3,
+        )
+        .unwrap();
+        assert!(acked, "syslog messages are acknowledged like lines");
+        assert_eq!(bytes, b"29 <11>1 - h app - - - disk full");
 
         assert!(encode("not json", 3).is_err());
         assert!(encode(r#"{"origin":"frame","priority":0}"#, 3).is_err());

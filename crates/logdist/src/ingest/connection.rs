@@ -44,6 +44,7 @@ use tokio::io::AsyncReadExt;
 use tokio_util::codec::Decoder;
 
 use super::context::{EmitterTimeouts, IngestContext};
+use super::listener::ListenerMode;
 use super::read_buffer::ReadBuffer;
 use super::spooling::GaveUp;
 use crate::closes::CloseReason;
@@ -110,13 +111,15 @@ struct Tally {
 }
 
 impl EmitterConnection {
-    pub fn new(stream: Stream, peer: SocketAddr, ack: AckMode, ctx: &IngestContext) -> Self {
+    pub fn new(stream: Stream, peer: SocketAddr, mode: ListenerMode, ctx: &IngestContext) -> Self {
         EmitterConnection {
             stream,
             peer,
             buffer: ReadBuffer::new(),
-            decoder: IngestDecoder::new(ctx.limits, ctx.priorities.clone()).defer_gzip(),
-            ack,
+            decoder: IngestDecoder::new(ctx.limits, ctx.priorities.clone())
+                .format(mode.format)
+                .defer_gzip(),
+            ack: mode.ack,
             replies: Vec::new(),
             unsynced: None,
             tally: Tally::default(),
@@ -282,8 +285,9 @@ impl EmitterConnection {
                 Decoded::Message(message) => {
                     let message = self.buffer.pin(message);
                     turn.charge(message.data().len());
+                    // NDJSON and syslog messages are answered; binary frames never.
                     let acked = self.ack == AckMode::Message
-                        && message.origin() == logdist_wire::Origin::Ndjson;
+                        && message.origin() != logdist_wire::Origin::Frame;
                     let env = Envelope::arrived_at(message, arrived);
                     self.route(ctx, &table, cursor, env).await?;
                     if acked {

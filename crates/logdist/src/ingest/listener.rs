@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use logdist_wire::IngestFormat;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -13,12 +14,19 @@ use crate::accept::accept;
 use crate::config::AckMode;
 use crate::transport::Gate;
 
+/// What a listener does with its emitters' messages.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerMode {
+    pub ack: AckMode,
+    pub format: IngestFormat,
+}
+
 /// Accepts emitters until shutdown stops accepting; their connections run
 /// on `tasks`, each holding one of `permits` while it lives (TLS handshake
 /// included). `gate` decides who gets in.
 pub async fn accept_emitters(
     listener: TcpListener,
-    ack: AckMode,
+    mode: ListenerMode,
     gate: Arc<Gate>,
     ctx: Arc<IngestContext>,
     tasks: TaskTracker,
@@ -26,7 +34,8 @@ pub async fn accept_emitters(
 ) {
     let address = listener.local_addr().ok();
     let tls = gate.is_tls();
-    tracing::info!(?address, ?ack, tls, "listening for emitters");
+    let ListenerMode { ack, format } = mode;
+    tracing::info!(?address, ?ack, ?format, tls, "listening for emitters");
     while let Some((stream, peer)) = accept(&listener, &ctx.shutdown.stop_accepting).await {
         let Some((admission, permit)) = gate.admit_within(peer, &permits, "limits.max_connections")
         else {
@@ -42,7 +51,7 @@ pub async fn accept_emitters(
             else {
                 return;
             };
-            let connection = EmitterConnection::new(stream, peer, ack, &ctx);
+            let connection = EmitterConnection::new(stream, peer, mode, &ctx);
             connection.run(&ctx).await;
             drop(permit);
         });

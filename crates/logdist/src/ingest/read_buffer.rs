@@ -286,6 +286,7 @@ fn with_data(message: &Message, data: Bytes) -> Message {
     match message.origin() {
         Origin::Ndjson => Message::from_ndjson_line(message.priority(), data),
         Origin::Frame => Message::from_frame(data),
+        Origin::Syslog => Message::from_syslog(message.priority(), data),
     }
 }
 

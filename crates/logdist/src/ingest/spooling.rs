@@ -13,7 +13,7 @@ use logdist_wire::Origin;
 use tokio_util::sync::CancellationToken;
 
 use crate::custody::{record_id, spooled};
-use crate::delivery::backlog::{Backlog, KIND_FRAME, KIND_NDJSON};
+use crate::delivery::backlog::{Backlog, KIND_FRAME, KIND_NDJSON, KIND_SYSLOG};
 
 /// How long a message waits for room in memory before it goes to the
 /// backlog: long enough for a burst to pass (queues drain in microseconds
@@ -105,6 +105,7 @@ fn record(env: &Envelope) -> Record {
         kind: match message.origin() {
             Origin::Ndjson => KIND_NDJSON,
             Origin::Frame => KIND_FRAME,
+            Origin::Syslog => KIND_SYSLOG,
         },
         payload: message.data().clone(),
     }
