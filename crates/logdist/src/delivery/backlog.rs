@@ -16,25 +16,18 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use logdist_router::{Cursor, Envelope, Router};
 use logdist_spool::{RecordId, Spool};
-use logdist_wire::Message;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::{MemoryBudget, charged_copy};
-use crate::custody::spooled;
+use crate::custody::{is_whole, spooled, to_message};
 use crate::stats::{Counter, Stats};
 
 /// Records read back and routed at a time.
 const FEED_BATCH: usize = 256;
-
-/// The `kind` of a spool record: how to rebuild its message.
-pub const KIND_NDJSON: u8 = 0;
-pub const KIND_FRAME: u8 = 1;
-pub const KIND_SYSLOG: u8 = 2;
 
 /// Record ids by priority level.
 pub struct Backlog {
@@ -238,65 +231,4 @@ async fn read_back(
             })
             .collect(),
     )
-}
-
-/// Whether a record read back can be rebuilt into a message.
-fn is_whole(record: &logdist_spool::Record) -> bool {
-    match record.kind {
-        KIND_NDJSON | KIND_SYSLOG => true,
-        KIND_FRAME => record.payload.len() >= logdist_wire::FRAME_HEADER_LEN,
-        _ => false,
-    }
-}
-
-fn to_message(kind: u8, priority: u8, payload: Bytes) -> Message {
-    match kind {
-        KIND_FRAME => Message::from_frame(payload),
-        KIND_SYSLOG => Message::from_syslog(priority, payload),
-        _ => Message::from_ndjson_line(priority, payload),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use logdist_wire::Origin;
-
-    #[test]
-    fn every_kind_rebuilds_its_message() {
-        let frame = Bytes::from_static(b"\0\0\0\x07\x09hi");
-        let cases = [
-            (
-                KIND_NDJSON,
-                Bytes::from_static(b"{\"a\":1}"),
-                Origin::Ndjson,
-                3,
-            ),
-            (KIND_FRAME, frame, Origin::Frame, 9),
-            (
-                KIND_SYSLOG,
-                Bytes::from_static(b"<11>1 - h a - - - x"),
-                Origin::Syslog,
-                1,
-            ),
-        ];
-        for (kind, payload, origin, priority) in cases {
-            let record = logdist_spool::Record {
-                priority,
-                kind,
-                payload: payload.clone(),
-            };
-            assert!(is_whole(&record));
-            let message = to_message(kind, priority, payload.clone());
-            assert_eq!(message.origin(), origin);
-            assert_eq!(message.priority(), priority);
-            assert_eq!(message.data(), &payload);
-        }
-        let unknown = logdist_spool::Record {
-            priority: 0,
-            kind: 7,
-            payload: Bytes::new(),
-        };
-        assert!(!is_whole(&unknown));
-    }
 }

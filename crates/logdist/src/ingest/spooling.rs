@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logdist_router::{Cursor, Envelope, Placed, Router};
-use logdist_spool::{Record, RecordId, Spool};
-use logdist_wire::Origin;
+use logdist_spool::{RecordId, Spool};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::custody::{record_id, spooled};
-use crate::delivery::backlog::{Backlog, KIND_FRAME, KIND_NDJSON, KIND_SYSLOG};
+use crate::custody::{record_id, spooled, to_record};
+use crate::delivery::backlog::Backlog;
 
 /// How long a message waits for room in memory before it goes to the
 /// backlog: long enough for a burst to pass (queues drain in microseconds
@@ -34,7 +33,7 @@ impl Spooling {
     /// Appends `env`'s message to the spool without waiting; `false` when the
     /// spool is full (then [`append`](Self::append) waits for room).
     pub fn try_append(&self, env: &mut Envelope) -> Option<RecordId> {
-        let id = self.spool.try_append(&record(env)).ok()?;
+        let id = self.spool.try_append(&to_record(&env.message)).ok()?;
         env.spooled = spooled(id);
         Some(id)
     }
@@ -95,18 +94,5 @@ impl Spooling {
     /// Completes once `id` is stored as `durability.sync` says.
     pub async fn durable(&self, id: RecordId) {
         self.spool.durable(id).await;
-    }
-}
-
-fn record(env: &Envelope) -> Record {
-    let message = &env.message;
-    Record {
-        priority: message.priority(),
-        kind: match message.origin() {
-            Origin::Ndjson => KIND_NDJSON,
-            Origin::Frame => KIND_FRAME,
-            Origin::Syslog => KIND_SYSLOG,
-        },
-        payload: message.data().clone(),
     }
 }
