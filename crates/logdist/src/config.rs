@@ -202,6 +202,12 @@ pub struct AnalyzersConfig {
     /// the analyzer's usual ack stride) declares the analyzer stalled.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
+    /// How long an analyzer's writer may gather messages before writing
+    /// them, counted from the arrival of the oldest one; a write goes out
+    /// sooner once it holds 64 KiB or fills the window. "0s": write at
+    /// once. Fewer, larger writes cost the kernel less per message.
+    #[serde(with = "humantime_serde")]
+    pub write_coalesce: Duration,
     /// `TCP_USER_TIMEOUT` of analyzer connections (dial-in and static): data
     /// written and not acknowledged by the analyzer's host for this long ends
     /// the connection, and what it held is rerouted. "0s": the kernel's
@@ -398,6 +404,12 @@ pub struct MetricsConfig {
 /// `analyzers.max_weight` unless configured.
 pub const DEFAULT_MAX_WEIGHT: f64 = 1000.0;
 
+/// The longest `analyzers.write_coalesce` accepted.
+pub const MAX_WRITE_COALESCE: Duration = Duration::from_millis(100);
+
+/// `analyzers.write_coalesce` by default.
+pub const DEFAULT_WRITE_COALESCE: Duration = Duration::ZERO;
+
 impl AnalyzersConfig {
     /// `seed_handshake_from` parsed: `None` allows any address. Only call on a
     /// validated config.
@@ -485,6 +497,7 @@ impl Default for AnalyzersConfig {
             queue_capacity: 1000,
             window: 4096,
             ack_timeout: Duration::from_secs(30),
+            write_coalesce: DEFAULT_WRITE_COALESCE,
             user_timeout: Duration::from_secs(20),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
@@ -691,6 +704,14 @@ impl Config {
         }
         if self.analyzers.queue_capacity == 0 {
             return Err(invalid("analyzers.queue_capacity", "must be at least 1"));
+        }
+        if self.analyzers.write_coalesce > MAX_WRITE_COALESCE {
+            return Err(invalid(
+                "analyzers.write_coalesce",
+                format!(
+                    "must be at most {MAX_WRITE_COALESCE:?}: it adds up to that much to every message's latency"
+                ),
+            ));
         }
         if self.analyzers.window == 0 {
             return Err(invalid("analyzers.window", "must be at least 1"));

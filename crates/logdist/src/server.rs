@@ -191,6 +191,7 @@ impl Server {
                 queue_capacity: config.analyzers.queue_capacity,
                 window: config.analyzers.window,
                 ack_timeout: config.analyzers.ack_timeout,
+                write_coalesce: config.analyzers.write_coalesce,
                 user_timeout: config.analyzers.user_timeout,
                 probe_interval: config.analyzers.probe_interval,
                 reconnect_min: config.analyzers.reconnect_min,

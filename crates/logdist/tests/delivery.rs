@@ -5,6 +5,7 @@ mod support;
 
 use std::collections::HashSet;
 
+use futures_util::FutureExt;
 use support::{HelloAnalyzer, SeedAnalyzer, TestServer, connect, frames, within};
 use tokio::io::AsyncWriteExt;
 
@@ -404,4 +405,41 @@ async fn an_analyzer_failing_as_shutdown_starts_hands_its_messages_to_a_connecte
         TOTAL,
         "{held} held by the failing analyzer"
     );
+}
+
+/// `analyzers.write_coalesce`: the writer holds a message that found the
+/// queues empty for that long, and what arrives meanwhile goes out with it.
+/// Lower bounds only: nothing here depends on the machine being fast.
+#[tokio::test]
+async fn write_coalesce_holds_a_write_and_gathers_what_arrives_meanwhile() {
+    const COALESCE: std::time::Duration = std::time::Duration::from_millis(400);
+    let server = TestServer::start_with(|c| c.analyzers.write_coalesce = COALESCE).await;
+    let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
+    server.wait_analyzers(1).await;
+    let mut emitter = connect(server.emitters).await;
+
+    let sent = std::time::Instant::now();
+    emitter.write_all(&frames(&[(3, b"first")])).await.unwrap();
+    server.wait_for("first routed", |s| s.routed == 1).await;
+    emitter.write_all(&frames(&[(3, b"second")])).await.unwrap();
+    server.wait_for("second routed", |s| s.routed == 2).await;
+    let routed_both = sent.elapsed();
+
+    let first = within("first", analyzer.next()).await.unwrap();
+    let first_at = sent.elapsed();
+    assert_eq!(&first.payload()[..], b"first");
+    assert!(
+        first_at >= COALESCE,
+        "the first message was written after {first_at:?}, before write_coalesce ({COALESCE:?}) was over"
+    );
+    if routed_both < COALESCE {
+        // The second arrived inside the window: it went out in the same write.
+        let second = analyzer.next().now_or_never();
+        let second = second
+            .expect("the second message came in a later write")
+            .unwrap();
+        assert_eq!(&second.payload()[..], b"second");
+    }
+    analyzer.ack().await;
+    server.shutdown().await;
 }

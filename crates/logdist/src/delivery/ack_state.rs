@@ -2,7 +2,7 @@
 //! session must end. Shared by the two tasks of one analyzer connection and
 //! read by the directory for its in-flight gauge.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -22,6 +22,8 @@ pub struct AckState {
     pub(super) max_stride: AtomicU64,
     /// Why the session must end, once it must.
     closed: Mutex<Option<String>>,
+    /// Set with `closed`: the writer looks at it on every turn, without the lock.
+    is_closed: AtomicBool,
     /// Cancelled together with `closed`, so even a blocked write stops.
     pub(super) closing: CancellationToken,
     pub(super) changed: Notify,
@@ -35,6 +37,7 @@ impl AckState {
             acked: AtomicU64::new(0),
             max_stride: AtomicU64::new(0),
             closed: Mutex::new(None),
+            is_closed: AtomicBool::new(false),
             closing: CancellationToken::new(),
             changed: Notify::new(),
         }
@@ -43,11 +46,15 @@ impl AckState {
     /// Ends the session (first reason wins).
     pub fn close(&self, reason: String) {
         self.closed.lock().get_or_insert(reason);
+        self.is_closed.store(true, Ordering::Release);
         self.closing.cancel();
         self.changed.notify_one();
     }
 
     pub(super) fn closed_reason(&self) -> Option<String> {
+        if !self.is_closed.load(Ordering::Acquire) {
+            return None;
+        }
         self.closed.lock().clone()
     }
 

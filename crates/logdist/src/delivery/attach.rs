@@ -166,6 +166,7 @@ pub async fn attach<D>(
         queues,
         window_capacity: ctx.settings.window,
         ack_timeout: ctx.settings.ack_timeout,
+        write_coalesce: ctx.settings.write_coalesce,
         state,
         delivered,
         retiring,

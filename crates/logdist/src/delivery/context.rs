@@ -39,6 +39,8 @@ pub struct SessionSettings {
     /// Messages written and not yet acknowledged, at most.
     pub window: usize,
     pub ack_timeout: Duration,
+    /// How long a writer may gather messages before a write (zero: off).
+    pub write_coalesce: Duration,
     /// `TCP_USER_TIMEOUT` of analyzer connections (zero: the kernel's).
     pub user_timeout: Duration,
     /// Between TCP probes of a connected static analyzer (zero: off).

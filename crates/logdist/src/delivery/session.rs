@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -284,6 +284,9 @@ pub struct AnalyzerSession {
     pub queues: Arc<PriorityQueues>,
     pub window_capacity: usize,
     pub ack_timeout: Duration,
+    /// How long to wait, once a message arrives in empty queues, for more
+    /// to write with it (zero: write at once).
+    pub write_coalesce: Duration,
     pub state: Arc<AckState>,
     /// This analyzer's delivery counter in the directory.
     pub delivered: Arc<Counter>,
@@ -322,6 +325,7 @@ impl AnalyzerSession {
         let mut last_ack = Instant::now();
         let mut batch = OutboundBatch::new();
         let mut pending: Vec<Envelope> = Vec::new();
+        let alarm = Alarm::watch(shutdown, &self.retiring, &self.state);
 
         let (reason, failure) = loop {
             let acked = self.state.acked.load(Ordering::Acquire);
@@ -331,7 +335,8 @@ impl AnalyzerSession {
             if let Some(reason) = self.state.closed_reason() {
                 break (reason, true);
             }
-            if shutdown.hard_stop.is_cancelled() {
+            let alarmed = alarm.raised();
+            if alarmed && shutdown.hard_stop.is_cancelled() {
                 break ("shutdown: grace period over".to_string(), false);
             }
 
@@ -346,6 +351,20 @@ impl AnalyzerSession {
                 }
             }
 
+            if pending.is_empty() && !alarmed {
+                // The common wait: for messages or acks. The tokens below
+                // are watched by `alarm`, which wakes this wait through
+                // `state.changed`, so they cost nothing per turn here.
+                let stall_at = self.stall_at(&window, last_ack);
+                tokio::select! {
+                    _ = self.queues.notified(), if room > 0 => self.gather().await,
+                    _ = self.state.changed.notified() => {}
+                    _ = tokio::time::sleep_until(stall_at.unwrap_or_else(Instant::now)), if stall_at.is_some() => {
+                        break (self.stall_reason(window.len(), window.released), true);
+                    }
+                }
+                continue;
+            }
             if pending.is_empty() {
                 let idle = window.is_empty() && self.queues.is_empty();
                 if self.retiring.is_cancelled() && idle {
@@ -418,6 +437,23 @@ impl AnalyzerSession {
         }
     }
 
+    /// Gives what arrives right after a message that found the queues empty
+    /// a chance to go out in the same write. With `write_coalesce`, waits
+    /// that long (an ack or a close ends the wait early). Without, lets the
+    /// other tasks ready on this worker run first: reads from several
+    /// emitters that became ready together then make one write, not one each,
+    /// at no cost in latency.
+    async fn gather(&self) {
+        if self.write_coalesce.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(self.write_coalesce) => {}
+                _ = self.state.changed.notified() => {}
+            }
+        }
+    }
+
     /// At shutdown, with nothing queued or unacknowledged here: whether
     /// nothing can come this way any more. Held messages, messages being
     /// rerouted, and messages other analyzers hold (their connection may yet
@@ -472,6 +508,11 @@ impl AnalyzerSession {
     ) -> io::Result<()> {
         let write = write_chunks(writer, batch.chunks());
         tokio::pin!(write);
+        // Most writes fit in the socket buffer and finish on the first poll:
+        // those need no timer and no cancellation watch.
+        if let Some(written) = (&mut write).now_or_never() {
+            return written;
+        }
         let mut acked = self.state.acked.load(Ordering::Acquire);
         let mut deadline = Instant::now() + self.ack_timeout;
         if let Some(stall_at) = stall_at {
@@ -499,6 +540,45 @@ impl AnalyzerSession {
                 }
             }
         }
+    }
+}
+
+/// Whether shutdown has begun or the analyzer is being retired, kept in a
+/// flag by a small task so that the writer's every turn reads one atomic
+/// instead of registering with three cancellation tokens. Raising it wakes
+/// the writer through `state.changed`. The task ends with the session.
+struct Alarm {
+    raised: Arc<AtomicBool>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Alarm {
+    fn watch(shutdown: &Shutdown, retiring: &CancellationToken, state: &Arc<AckState>) -> Self {
+        let raised = Arc::new(AtomicBool::new(false));
+        let watcher = tokio::spawn({
+            let (drain, hard_stop) = (shutdown.drain.clone(), shutdown.hard_stop.clone());
+            let (retiring, state, raised) = (retiring.clone(), state.clone(), raised.clone());
+            async move {
+                tokio::select! {
+                    _ = drain.cancelled() => {}
+                    _ = hard_stop.cancelled() => {}
+                    _ = retiring.cancelled() => {}
+                }
+                raised.store(true, Ordering::Release);
+                state.changed.notify_one();
+            }
+        });
+        Alarm { raised, watcher }
+    }
+
+    fn raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Alarm {
+    fn drop(&mut self) {
+        self.watcher.abort();
     }
 }
 

@@ -204,7 +204,10 @@ impl EmitterConnection {
                     (reason, detail) = watchdog.expired() => return Err(End::Stalled(reason, detail)),
                 }
             }
+            // Room is almost always there at once: polled first, it spares
+            // the shutdown token a registration per read.
             tokio::select! {
+                biased;
                 _ = self.buffer.make_room(&ctx.budget) => {}
                 _ = stop.cancelled() => return Err(End::Shutdown),
             }
