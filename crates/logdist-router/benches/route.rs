@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use logdist_router::{Cursor, Envelope, PriorityQueues, Router};
+use logdist_router::{Cursor, Envelope, PriorityQueues, Router, Wakes};
 use logdist_wire::Message;
 
 const BATCH: u64 = 1_000;
@@ -40,7 +40,11 @@ fn route_into_ten_analyzers(c: &mut Criterion) {
         b.iter(|| {
             let table = router.load();
             for envelope in batch.iter().cloned() {
-                black_box(table.route(&mut cursor, envelope).unwrap());
+                black_box(
+                    table
+                        .route(&mut cursor, envelope, &mut Wakes::default())
+                        .unwrap(),
+                );
             }
             for queues in &analyzers {
                 while let Some(envelope) = queues.pop() {

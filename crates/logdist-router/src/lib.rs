@@ -16,6 +16,7 @@ mod holding_queue;
 mod priority_queues;
 mod router;
 mod routing_table;
+mod wakes;
 mod weighted_tree;
 
 pub use cursor::Cursor;
@@ -24,4 +25,5 @@ pub use holding_queue::HoldingQueue;
 pub use priority_queues::{PriorityQueues, PushError, PushErrorKind};
 pub use router::{Placed, RegisterError, Router};
 pub use routing_table::{AnalyzerEntry, Routed, RoutingTable};
+pub use wakes::Wakes;
 pub use weighted_tree::WeightedTree;

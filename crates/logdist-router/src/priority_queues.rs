@@ -129,18 +129,30 @@ impl PriorityQueues {
     /// Queues `envelope` at the level of its priority, behind the envelopes
     /// already there, and wakes the consumer.
     pub fn push(&self, envelope: Envelope) -> Result<(), PushError> {
+        if self.push_owing(envelope)? {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues `envelope` like [`push`](Self::push) but leaves the wake-up to
+    /// the caller: true if the consumer is owed one ([`wake`](Self::wake)),
+    /// which must follow, though not at once (see [`Wakes`](crate::Wakes)).
+    pub(crate) fn push_owing(&self, envelope: Envelope) -> Result<bool, PushError> {
         let priority = usize::from(envelope.priority());
         let level = &self.levels[priority];
         if let Err(kind) = level.reserve(self.capacity_per_level) {
             return Err(PushError { envelope, kind });
         }
         level.queue.push(envelope);
-        // Only the push that turns the bit on has to wake the consumer; see
-        // `pop` for why a push that finds it already on may stay silent.
-        if self.mark_non_empty(priority) {
-            self.consumer.notify_one();
-        }
-        Ok(())
+        // Only the push that turns the bit on owes the consumer a wake-up;
+        // see `pop` for why a push that finds it already on may stay silent.
+        Ok(self.mark_non_empty(priority))
+    }
+
+    /// Wakes the consumer (what a push that turned a level's bit on owes).
+    pub(crate) fn wake(&self) {
+        self.consumer.notify_one();
     }
 
     /// Takes the oldest envelope of the lowest-numbered non-empty level.
@@ -163,12 +175,13 @@ impl PriorityQueues {
     /// # Why no wake-up is lost
     ///
     /// Only the consumer clears bits, so after each of its clears the first
-    /// set of that bit finds it off, and that producer calls `notify_one`,
+    /// set of that bit finds it off, and that producer calls `notify_one`
+    /// (at once, or when its run of pushes ends: see [`Wakes`](crate::Wakes)),
     /// which stores a permit if the consumer is not waiting yet. A producer
     /// that finds the bit already on relies on that earlier set: either its
-    /// producer has notified (after the consumer's last clear), or the bit is
-    /// the consumer's own re-set inside a `pop` still running, which will look
-    /// at the level again. A consumer woken by a notify synchronizes with it
+    /// producer has notified or will (after the consumer's last clear), or
+    /// the bit is the consumer's own re-set inside a `pop` still running,
+    /// which will look at the level again. A consumer woken by a notify synchronizes with it
     /// and so sees the bit that preceded it.
     pub fn pop(&self) -> Option<Envelope> {
         while let Some(priority) = self.lowest_marked_level() {

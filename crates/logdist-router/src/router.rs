@@ -8,7 +8,9 @@ use arc_swap::{ArcSwap, Guard};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::{AnalyzerEntry, Cursor, Envelope, HoldingQueue, PriorityQueues, Routed, RoutingTable};
+use crate::{
+    AnalyzerEntry, Cursor, Envelope, HoldingQueue, PriorityQueues, Routed, RoutingTable, Wakes,
+};
 
 /// Why a registry change was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,11 +95,11 @@ impl Router {
     /// creation, even before being polled:
     ///
     /// ```
-    /// # use logdist_router::{Cursor, Envelope, Routed, Router};
+    /// # use logdist_router::{Cursor, Envelope, Routed, Router, Wakes};
     /// async fn route(router: &Router, cursor: &mut Cursor, mut envelope: Envelope) -> Routed {
     ///     loop {
     ///         let space = router.space().notified();
-    ///         let attempt = router.load().route(cursor, envelope);
+    ///         let attempt = router.load().route(cursor, envelope, &mut Wakes::default());
     ///         match attempt {
     ///             Ok(routed) => return routed,
     ///             Err(back) => envelope = back,
@@ -127,14 +129,16 @@ impl Router {
     /// Places `envelope` without waiting: in an analyzer's queues by `table`,
     /// or, when `table` has no analyzer with a positive weight, in the holding
     /// queue. Gives it back when there is no room anywhere: then
-    /// [`route_or_wait`](Self::route_or_wait) waits for some.
+    /// [`route_or_wait`](Self::route_or_wait) waits for some. The writer
+    /// it lands with may be owed a wake-up: `wakes` gives it.
     pub fn place(
         &self,
         table: &RoutingTable,
         cursor: &mut Cursor,
         envelope: Envelope,
+        wakes: &mut Wakes,
     ) -> Result<Placed, Envelope> {
-        let envelope = match table.route(cursor, envelope) {
+        let envelope = match table.route(cursor, envelope, wakes) {
             Ok(routed) => return Ok(Placed::Routed(routed)),
             Err(back) => back,
         };
@@ -164,7 +168,7 @@ impl Router {
             let space = self.space.notified();
             // Bound to a statement of its own so the table guard is dropped
             // before the await (it must not be held across it).
-            let attempt = self.place(&self.load(), cursor, envelope);
+            let attempt = self.place(&self.load(), cursor, envelope, &mut Wakes::default());
             match attempt {
                 Ok(placed) => return Ok(placed),
                 Err(back) => envelope = back,
@@ -275,7 +279,10 @@ mod tests {
         let table = router.load();
         let mut counts = vec![0u32; table.analyzers().len()];
         for _ in 0..10_000 {
-            counts[table.route(cursor, envelope()).unwrap().analyzer] += 1;
+            counts[table
+                .route(cursor, envelope(), &mut Wakes::default())
+                .unwrap()
+                .analyzer] += 1;
         }
         for entry in table.analyzers() {
             while entry.queues.pop().is_some() {}
@@ -291,13 +298,23 @@ mod tests {
         // No analyzer: held, until the holding queue is full.
         assert_eq!(
             router
-                .place(&router.load(), &mut cursor, envelope())
+                .place(
+                    &router.load(),
+                    &mut cursor,
+                    envelope(),
+                    &mut Wakes::default()
+                )
                 .unwrap(),
             Placed::Held
         );
         assert!(
             router
-                .place(&router.load(), &mut cursor, envelope())
+                .place(
+                    &router.load(),
+                    &mut cursor,
+                    envelope(),
+                    &mut Wakes::default()
+                )
                 .is_err()
         );
 
@@ -305,11 +322,15 @@ mod tests {
         router.register("a".into(), 1.0, a.clone()).unwrap();
         let table = router.load_full();
         assert!(matches!(
-            router.place(&table, &mut cursor, envelope()),
+            router.place(&table, &mut cursor, envelope(), &mut Wakes::default()),
             Ok(Placed::Routed(_))
         ));
         // The analyzer is full: given back, not held (an analyzer exists).
-        assert!(router.place(&table, &mut cursor, envelope()).is_err());
+        assert!(
+            router
+                .place(&table, &mut cursor, envelope(), &mut Wakes::default())
+                .is_err()
+        );
         assert_eq!((a.len(), router.holding().unwrap().len()), (1, 1));
     }
 
@@ -396,7 +417,11 @@ mod tests {
         let before = router.load();
         router.unregister("a");
         assert_eq!(before.analyzers().len(), 1);
-        assert!(before.route(&mut Cursor::new(0), envelope()).is_ok());
+        assert!(
+            before
+                .route(&mut Cursor::new(0), envelope(), &mut Wakes::default())
+                .is_ok()
+        );
         assert!(router.load().is_empty());
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::{Cursor, Envelope, PriorityQueues, WeightedTree};
+use crate::{Cursor, Envelope, PriorityQueues, Wakes, WeightedTree};
 
 /// One registered analyzer as the routing table sees it.
 #[derive(Debug, Clone)]
@@ -50,18 +50,26 @@ impl RoutingTable {
     /// says `diverted`). When none has room, or there is no analyzer to pick,
     /// the envelope comes back: the caller waits on
     /// [`Router::space`](crate::Router::space) and retries (backpressure).
-    pub fn route(&self, cursor: &mut Cursor, envelope: Envelope) -> Result<Routed, Envelope> {
+    ///
+    /// The writer of the queue it lands in is owed a wake-up if that queue
+    /// was empty: `wakes` gives it (see [`Wakes`]).
+    pub fn route(
+        &self,
+        cursor: &mut Cursor,
+        envelope: Envelope,
+        wakes: &mut Wakes,
+    ) -> Result<Routed, Envelope> {
         let Some(picked) = self.tree.pick(cursor.next_point()) else {
             return Err(envelope);
         };
-        let mut envelope = match self.analyzers[picked].queues.push(envelope) {
+        let mut envelope = match self.push(picked, envelope, wakes) {
             Ok(()) => {
                 return Ok(Routed {
                     analyzer: picked,
                     diverted: false,
                 });
             }
-            Err(refused) => refused.envelope,
+            Err(back) => back,
         };
         let others = (picked + 1..self.analyzers.len()).chain(0..picked);
         for analyzer in others {
@@ -70,7 +78,7 @@ impl RoutingTable {
             if entry.weight <= 0.0 {
                 continue;
             }
-            match entry.queues.push(envelope) {
+            match self.push(analyzer, envelope, wakes) {
                 Ok(()) => {
                     entry.queues.count_diverted_in();
                     return Ok(Routed {
@@ -78,10 +86,23 @@ impl RoutingTable {
                         diverted: true,
                     });
                 }
-                Err(refused) => envelope = refused.envelope,
+                Err(back) => envelope = back,
             }
         }
         Err(envelope)
+    }
+
+    fn push(&self, analyzer: usize, envelope: Envelope, wakes: &mut Wakes) -> Result<(), Envelope> {
+        let queues = &self.analyzers[analyzer].queues;
+        match queues.push_owing(envelope) {
+            Ok(owed) => {
+                if owed {
+                    wakes.owe(queues);
+                }
+                Ok(())
+            }
+            Err(refused) => Err(refused.envelope),
+        }
     }
 
     /// Every registered analyzer, in registration order, draining ones
@@ -103,6 +124,7 @@ impl RoutingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Wakes;
     use bytes::Bytes;
     use logdist_wire::Message;
     use tokio::sync::Notify;
@@ -128,7 +150,9 @@ mod tests {
         let mut cursor = Cursor::new(1);
         let mut counts = [0u32; 2];
         for _ in 0..10_000 {
-            let routed = table.route(&mut cursor, envelope(3)).unwrap();
+            let routed = table
+                .route(&mut cursor, envelope(3), &mut Wakes::default())
+                .unwrap();
             assert!(!routed.diverted);
             counts[routed.analyzer] += 1;
         }
@@ -148,7 +172,9 @@ mod tests {
         let mut cursor = Cursor::new(2);
         let mut diverted = 0;
         for _ in 0..50 {
-            let routed = table.route(&mut cursor, envelope(5)).unwrap();
+            let routed = table
+                .route(&mut cursor, envelope(5), &mut Wakes::default())
+                .unwrap();
             assert_eq!(routed.analyzer, 2);
             diverted += u64::from(routed.diverted);
         }
@@ -162,7 +188,11 @@ mod tests {
         );
         // Other priority levels of the "full" analyzer still have room.
         let routed = (0..10)
-            .map(|_| table.route(&mut cursor, envelope(6)).unwrap())
+            .map(|_| {
+                table
+                    .route(&mut cursor, envelope(6), &mut Wakes::default())
+                    .unwrap()
+            })
             .find(|routed| routed.analyzer == 0)
             .expect("level 6 of the first analyzer has room");
         assert!(!routed.diverted);
@@ -174,7 +204,11 @@ mod tests {
         table.analyzers()[1].queues.push(envelope(0)).unwrap();
         let mut cursor = Cursor::new(3);
         let diverted = (0..20)
-            .map(|_| table.route(&mut cursor, envelope(0)).unwrap())
+            .map(|_| {
+                table
+                    .route(&mut cursor, envelope(0), &mut Wakes::default())
+                    .unwrap()
+            })
             .filter(|routed| {
                 assert_eq!(routed.analyzer, 0);
                 routed.diverted
@@ -194,7 +228,9 @@ mod tests {
         table.analyzers()[1].queues.close_and_drain();
         let mut cursor = Cursor::new(4);
         for _ in 0..10 {
-            let back = table.route(&mut cursor, envelope(9)).unwrap_err();
+            let back = table
+                .route(&mut cursor, envelope(9), &mut Wakes::default())
+                .unwrap_err();
             assert_eq!(back.priority(), 9);
         }
         assert_eq!(table.analyzers()[2].queues.len(), 0);
@@ -205,10 +241,18 @@ mod tests {
         let mut cursor = Cursor::new(5);
         let empty = RoutingTable::new(Vec::new());
         assert!(empty.is_empty());
-        assert!(empty.route(&mut cursor, envelope(0)).is_err());
+        assert!(
+            empty
+                .route(&mut cursor, envelope(0), &mut Wakes::default())
+                .is_err()
+        );
         let draining = RoutingTable::new(vec![entry("a", 0.0, 10)]);
         assert!(!draining.is_empty());
-        assert!(draining.route(&mut cursor, envelope(0)).is_err());
+        assert!(
+            draining
+                .route(&mut cursor, envelope(0), &mut Wakes::default())
+                .is_err()
+        );
         assert_eq!(draining.analyzers()[0].queues.len(), 0);
     }
 }

@@ -6,7 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use logdist_router::{Cursor, Envelope, Placed, PriorityQueues, Routed, Router};
+use logdist_router::{Cursor, Envelope, Placed, PriorityQueues, Routed, Router, Wakes};
 use logdist_wire::Message;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -46,7 +46,7 @@ async fn wakes_when_the_consumer_pops_from_a_full_level() {
     router.register("a".into(), 1.0, queues.clone()).unwrap();
     router
         .load()
-        .route(&mut Cursor::new(0), envelope(4))
+        .route(&mut Cursor::new(0), envelope(4), &mut Wakes::default())
         .unwrap();
 
     let waiting = spawn_route_or_wait(&router, 4);

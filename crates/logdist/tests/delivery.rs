@@ -412,7 +412,7 @@ async fn an_analyzer_failing_as_shutdown_starts_hands_its_messages_to_a_connecte
 /// Lower bounds only: nothing here depends on the machine being fast.
 #[tokio::test]
 async fn write_coalesce_holds_a_write_and_gathers_what_arrives_meanwhile() {
-    const COALESCE: std::time::Duration = std::time::Duration::from_millis(400);
+    const COALESCE: std::time::Duration = logdist::config::MAX_WRITE_COALESCE;
     let server = TestServer::start_with(|c| c.analyzers.write_coalesce = COALESCE).await;
     let mut analyzer = SeedAnalyzer::connect(&server, 1.0).await;
     server.wait_analyzers(1).await;

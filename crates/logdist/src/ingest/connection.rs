@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use logdist_router::{Cursor, Envelope, Placed, RoutingTable};
+use logdist_router::{Cursor, Envelope, Placed, RoutingTable, Wakes};
 use logdist_spool::RecordId;
 use logdist_wire::{
     Decoded, ErrorCode, GzipFrame, IngestDecoder, IngestError, RejectReason, Rejection, error_reply,
@@ -249,10 +249,14 @@ impl EmitterConnection {
         let arrived = Instant::now();
         let mut decoded = 0;
         let mut turn = Turn::starting(arrived);
+        // The writers this read's messages went to are woken once the read
+        // is routed (or before anything that may wait): see `Wakes`.
+        let mut wakes = Wakes::default();
         loop {
             if turn.spent() {
                 // Let the other connections on this worker have their turn.
                 self.flush_tally(ctx);
+                wakes.wake_all();
                 tokio::task::yield_now().await;
                 if ctx.shutdown.hard_stop.is_cancelled() {
                     return Err(End::HardStop);
@@ -272,6 +276,7 @@ impl EmitterConnection {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
                 Err(err @ IngestError::BadLength { .. }) => {
+                    wakes.wake_all();
                     let reason = err.to_string();
                     if self.ack == AckMode::Message {
                         self.replies
@@ -292,7 +297,7 @@ impl EmitterConnection {
                     let acked = self.ack == AckMode::Message
                         && message.origin() != logdist_wire::Origin::Frame;
                     let env = Envelope::arrived_at(message, arrived);
-                    self.route(ctx, &table, cursor, env).await?;
+                    self.route(ctx, &table, cursor, env, &mut wakes).await?;
                     if acked {
                         self.replies.extend_from_slice(ACK_OK);
                     }
@@ -302,6 +307,7 @@ impl EmitterConnection {
                     self.reject(rejection);
                 }
                 Decoded::Gzip(frame) => {
+                    wakes.wake_all();
                     let inflated = self.inflate(ctx, frame).await?;
                     turn.charge(inflated.as_ref().map_or(0, BytesMut::len));
                     if let Some(Decoded::Rejected(rejection)) = self.decoder.inflated(inflated) {
@@ -310,6 +316,7 @@ impl EmitterConnection {
                 }
             }
             if self.replies.len() >= REPLY_FLUSH_BYTES {
+                wakes.wake_all();
                 self.flush_replies(ctx).await?;
             }
         }
@@ -353,6 +360,7 @@ impl EmitterConnection {
         table: &RoutingTable,
         cursor: &mut Cursor,
         mut env: Envelope,
+        wakes: &mut Wakes,
     ) -> Result<(), End> {
         if let Some(spooling) = &ctx.spooling {
             let id = match spooling.try_append(&mut env) {
@@ -360,6 +368,7 @@ impl EmitterConnection {
                 None => {
                     // The spool is full: this may wait long.
                     self.flush_tally(ctx);
+                    wakes.wake_all();
                     let give_up = ctx.shutdown.hard_stop.cancelled();
                     match spooling.append(&mut env, give_up).await {
                         Ok(id) => id,
@@ -371,10 +380,11 @@ impl EmitterConnection {
             self.unsynced = Some(id);
         }
         self.tally.accepted_by_class[class_of(env.priority())] += 1;
-        let placed = match ctx.router.place(table, cursor, env) {
+        let placed = match ctx.router.place(table, cursor, env, wakes) {
             Ok(placed) => Ok(placed),
             Err(env) if let Some(spooling) = &ctx.spooling => {
                 self.flush_tally(ctx);
+                wakes.wake_all();
                 let hard_stop = &ctx.shutdown.hard_stop;
                 match spooling
                     .wait_or_spill(&ctx.router, cursor, env, hard_stop)
@@ -388,8 +398,10 @@ impl EmitterConnection {
                 }
             }
             Err(env) => {
-                // Backpressure: this may wait long, so publish the counts first.
+                // Backpressure: this may wait long, so publish the counts
+                // and wake the writers that will make room first.
                 self.flush_tally(ctx);
+                wakes.wake_all();
                 let give_up = ctx.shutdown.hard_stop.cancelled();
                 ctx.router.route_or_wait(cursor, env, give_up).await
             }

@@ -34,7 +34,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::routing::post;
-use logdist_router::{Cursor, Envelope};
+use logdist_router::{Cursor, Envelope, Wakes};
 use logdist_wire::{Message, Rejection, ndjson_priority};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -349,7 +349,10 @@ async fn route(http: &HttpIngest, cursor: &mut Cursor, envelopes: Vec<Envelope>)
             }
         }
         ctx.stats.accepted_by_class[class_of(env.priority())].add(1);
-        let env = match ctx.router.place(&ctx.router.load(), cursor, env) {
+        let env = match ctx
+            .router
+            .place(&ctx.router.load(), cursor, env, &mut Wakes::default())
+        {
             Ok(placed) => {
                 ctx.stats.count(placed);
                 continue;
