@@ -162,9 +162,11 @@ impl Relay {
         })
     }
 
-    /// Accept on both listeners, a thread per connection, until the process ends.
-    fn start(self) {
+    /// Accept on both listeners, a thread per connection, until the process
+    /// ends. Returns the analyzers connected, as they come and go.
+    fn start(self) -> Arc<Analyzers> {
         let connected = Arc::new(Analyzers::default());
+        let analyzers = connected.clone();
         let to_analyzers = connected.clone();
         std::thread::spawn(move || {
             for stream in self.analyzers.incoming().flatten() {
@@ -178,6 +180,7 @@ impl Relay {
                 std::thread::spawn(move || serve_emitter(stream, &connected));
             }
         });
+        analyzers
     }
 }
 
@@ -408,5 +411,110 @@ impl RelayProcess {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(priority: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = ((5 + payload.len()) as u32).to_be_bytes().to_vec();
+        f.push(priority);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Wait (bounded) until `n` analyzers are registered.
+    fn wait_registered(connected: &Analyzers, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while connected.snapshot().len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} analyzers not registered"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Over real sockets: a seed analyzer and a JSON-hello one (answered
+    /// `ok`) get an emitter's frames in turn, whole and unchanged, frames
+    /// cut across reads included; acks are swallowed.
+    #[test]
+    fn frames_go_round_robin_to_the_analyzers() {
+        let relay = Relay::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let (emitter_addr, analyzer_addr) = (relay.emitter_addr, relay.analyzer_addr);
+        let connected = relay.start();
+        let timeout = Some(Duration::from_secs(10));
+
+        let mut seed = TcpStream::connect(analyzer_addr).unwrap();
+        seed.set_read_timeout(timeout).unwrap();
+        seed.write_all(&1.0f32.to_be_bytes()).unwrap();
+        wait_registered(&connected, 1);
+        let mut hello = TcpStream::connect(analyzer_addr).unwrap();
+        hello.set_read_timeout(timeout).unwrap();
+        hello
+            .write_all(b"{\"id\":\"a1\",\"weight\":1.0,\"format\":\"frame\"}\n")
+            .unwrap();
+        let mut reply = [0u8; 16];
+        hello.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"{\"status\":\"ok\"}\n");
+        wait_registered(&connected, 2);
+
+        let frames: Vec<Vec<u8>> = (0..6u8)
+            .map(|i| {
+                frame(
+                    i,
+                    format!("payload-{i}").repeat(usize::from(i) + 1).as_bytes(),
+                )
+            })
+            .collect();
+        let mut emitter = TcpStream::connect(emitter_addr).unwrap();
+        let wire: Vec<u8> = frames.concat();
+        // Cut inside a frame: the relay must keep the piece for the next read.
+        emitter.write_all(&wire[..7]).unwrap();
+        emitter.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        emitter.write_all(&wire[7..]).unwrap();
+
+        let expect = |stream: &mut TcpStream, indexes: [usize; 3]| {
+            for i in indexes {
+                let mut got = vec![0u8; frames[i].len()];
+                stream.read_exact(&mut got).unwrap();
+                assert_eq!(got, frames[i], "frame {i}");
+            }
+        };
+        expect(&mut seed, [0, 2, 4]);
+        expect(&mut hello, [1, 3, 5]);
+        // Acks are read and dropped; the analyzer stays registered.
+        seed.write_all(&0x8000_0003u32.to_be_bytes()).unwrap();
+        hello.write_all(b"{\"ack\":3}\n").unwrap();
+        emitter.write_all(&frame(9, b"after acks")).unwrap();
+        let mut got = vec![0u8; frame(9, b"after acks").len()];
+        seed.read_exact(&mut got).unwrap();
+        assert_eq!(got, frame(9, b"after acks"));
+    }
+
+    /// An analyzer that wants NDJSON is refused: the relay sends frames only.
+    #[test]
+    fn ndjson_analyzers_are_refused() {
+        let relay = Relay::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
+        let analyzer_addr = relay.analyzer_addr;
+        let _connected = relay.start();
+        let mut a = TcpStream::connect(analyzer_addr).unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        a.write_all(b"{\"id\":\"n\",\"weight\":1,\"format\":\"ndjson\"}\n")
+            .unwrap();
+        let mut reply = String::new();
+        let _ = a.read_to_string(&mut reply);
+        assert!(reply.contains("\"status\":\"error\""), "{reply}");
     }
 }
