@@ -26,8 +26,10 @@ loadtest-chaos *ARGS: loadtest-build
     ./target/release/logdist-loadtest chaos {{ARGS}}
 
 # The benchmark: ramp the offered rate until loss or p99 over the bound; prints msg/s and MB/s.
+# First the same ramp against the load tester's bare relay (the machine's limit), then
+# logdist, and logdist / relay; `just loadtest-max --baseline none` ramps logdist only.
 loadtest-max *ARGS: loadtest-build
-    ./target/release/logdist-loadtest max {{ARGS}}
+    ./target/release/logdist-loadtest max --baseline relay {{ARGS}}
 
 # 8 ack-NDJSON emitters / 4 analyzers, 500 msg/s each, 120 s; logdist in disk mode
 # SIGKILLed and restarted every 10 s: every message acked ok must arrive.

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use std::borrow::Cow;
+
+use bytes::{Buf, BytesMut};
 use logdist_net::{ClientStream, TlsClient};
-use logdist_wire::{AnalyzerFormat, FrameDecoder, Hello, seed_ack_word, seed_handshake};
+use logdist_wire::{AnalyzerFormat, Hello, seed_ack_word, seed_handshake};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
-use tokio_util::codec::Decoder;
 
 use crate::partition::Island;
 use crate::payload::{ChecksumKind, EmitterNaming, unix_nanos_now, verify};
@@ -117,59 +118,103 @@ enum SessionEnd {
     Lost(String),
 }
 
-/// Reads messages in the analyzer's format.
+/// Reads messages in the analyzer's format, in place: a message is a slice
+/// of the read buffer (its payload borrowed too, unless a JSON escape had
+/// to be undone), so reading allocates nothing per message.
 enum MessageReader {
-    Frame(FrameDecoder),
+    Frame { max_frame_bytes: usize },
     Ndjson,
 }
 
-#[derive(serde::Deserialize)]
-struct NdjsonMessage {
+/// One message at the start of the read buffer.
+struct ReadMessage<'a> {
     priority: u8,
-    message: Option<String>,
+    /// The seed payload inside it.
+    payload: Cow<'a, [u8]>,
+    /// Its bytes in the buffer.
+    len: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct NdjsonMessage<'a> {
+    priority: u8,
+    #[serde(borrow)]
+    message: Option<Cow<'a, str>>,
+}
+
+impl<'a> NdjsonMessage<'a> {
+    fn parse(line: &'a [u8], what: &str) -> Result<(u8, Cow<'a, [u8]>), String> {
+        let parsed: NdjsonMessage<'a> =
+            serde_json::from_slice(line).map_err(|e| format!("bad {what}: {e}"))?;
+        // Our payloads are ASCII, so they always arrive as "message".
+        let message = parsed
+            .message
+            .ok_or_else(|| format!("{what} without a \"message\" field (payload_b64?)"))?;
+        let payload = match message {
+            Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+            Cow::Owned(text) => Cow::Owned(text.into_bytes()),
+        };
+        Ok((parsed.priority, payload))
+    }
 }
 
 impl MessageReader {
-    /// The next (priority, payload) in `buf`, if complete.
-    fn next(&mut self, buf: &mut BytesMut) -> Result<Option<(u8, Bytes)>, String> {
+    /// The first whole message of `data`, if it holds one.
+    fn next<'a>(&self, data: &'a [u8]) -> Result<Option<ReadMessage<'a>>, String> {
         match self {
-            MessageReader::Frame(decoder) => match decoder.decode(buf) {
-                Ok(Some(m)) => {
-                    let payload = m.payload();
-                    // An NDJSON-born message (an `ndjson_ack` emitter's line)
-                    // arrives as the line itself; seed payloads never start with `{`.
-                    // A syslog-born one as the syslog message, the payload its MSG.
-                    if payload.first() == Some(&b'<') {
-                        let seed = crate::syslog::payload_of(&payload);
-                        return Ok(Some((m.priority(), payload.slice_ref(seed))));
-                    }
-                    if payload.first() == Some(&b'{') {
-                        let line: NdjsonMessage = serde_json::from_slice(&payload)
-                            .map_err(|e| format!("bad NDJSON-born frame payload: {e}"))?;
-                        let message = line
-                            .message
-                            .ok_or("NDJSON-born frame payload without a \"message\" field")?;
-                        return Ok(Some((m.priority(), Bytes::from(message.into_bytes()))));
-                    }
-                    Ok(Some((m.priority(), payload)))
-                }
-                Ok(None) => Ok(None),
-                Err(e) => Err(e.to_string()),
-            },
-            MessageReader::Ndjson => {
-                let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+            MessageReader::Frame { .. } => {
+                let Some(len) = self.frame_len(data)? else {
                     return Ok(None);
                 };
-                let line = buf.split_to(end + 1);
-                let parsed: NdjsonMessage = serde_json::from_slice(&line[..end])
-                    .map_err(|e| format!("bad ndjson message line: {e}"))?;
-                // Our payloads are ASCII, so they always arrive as "message".
-                let message = parsed
-                    .message
-                    .ok_or("ndjson message without a \"message\" field (payload_b64?)")?;
-                Ok(Some((parsed.priority, Bytes::from(message.into_bytes()))))
+                if data.len() < len {
+                    return Ok(None);
+                }
+                let (priority, payload) = (data[4], &data[5..len]);
+                // An NDJSON-born message (an `ndjson_ack` emitter's line)
+                // arrives as the line itself; seed payloads never start with `{`.
+                // A syslog-born one as the syslog message, the payload its MSG.
+                let payload = match payload.first() {
+                    Some(b'<') => Cow::Borrowed(crate::syslog::payload_of(payload)),
+                    Some(b'{') => NdjsonMessage::parse(payload, "NDJSON-born frame payload")?.1,
+                    _ => Cow::Borrowed(payload),
+                };
+                Ok(Some(ReadMessage {
+                    priority,
+                    payload,
+                    len,
+                }))
+            }
+            MessageReader::Ndjson => {
+                let Some(end) = data.iter().position(|&b| b == b'\n') else {
+                    return Ok(None);
+                };
+                let (priority, payload) =
+                    NdjsonMessage::parse(&data[..end], "ndjson message line")?;
+                Ok(Some(ReadMessage {
+                    priority,
+                    payload,
+                    len: end + 1,
+                }))
             }
         }
+    }
+
+    /// The length of the frame that `data` starts with, once its length
+    /// word is there (so the buffer can be made to hold it).
+    fn frame_len(&self, data: &[u8]) -> Result<Option<usize>, String> {
+        let MessageReader::Frame { max_frame_bytes } = self else {
+            return Ok(None);
+        };
+        let Some(word) = data.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*word) as usize;
+        if !(5..=*max_frame_bytes).contains(&len) {
+            return Err(format!(
+                "binary frame length {len} outside 5..={max_frame_bytes}"
+            ));
+        }
+        Ok(Some(len))
     }
 }
 
@@ -404,10 +449,10 @@ impl Analyzer {
     }
 
     async fn session(&mut self, mut stream: ClientStream, mut buf: BytesMut) -> SessionEnd {
-        let mut reader = match self.settings.format {
-            AnalyzerFormat::Frame => {
-                MessageReader::Frame(FrameDecoder::new(self.ctx.max_frame_bytes))
-            }
+        let reader = match self.settings.format {
+            AnalyzerFormat::Frame => MessageReader::Frame {
+                max_frame_bytes: self.ctx.max_frame_bytes,
+            },
             AnalyzerFormat::Ndjson => MessageReader::Ndjson,
         };
         let ack_every = u64::from(self.settings.ack_every);
@@ -517,8 +562,9 @@ impl Analyzer {
                         Ok(_) => {}
                     }
                     let now_nanos = unix_nanos_now();
+                    let mut consumed = 0;
                     loop {
-                        let (priority, payload) = match reader.next(&mut buf) {
+                        let message = match reader.next(&buf[consumed..]) {
                             Ok(Some(m)) => m,
                             Ok(None) => break,
                             Err(e) => {
@@ -526,6 +572,7 @@ impl Analyzer {
                                 return SessionEnd::Lost(e);
                             }
                         };
+                        consumed += message.len;
                         received += 1;
                         self.total_received += 1;
                         if let Some(n) = self.settings.drop_every
@@ -533,16 +580,21 @@ impl Analyzer {
                                 self.ctx.recorder.with_analyzer(self.index, |t| t.hook_dropped += 1);
                                 continue;
                             }
-                        pending.push(self.classify(priority, &payload, now_nanos));
-                        if received - acked >= ack_every
-                            && let Err(e) = self.ack_and_commit(&mut stream, received, &mut acked, &mut pending).await
-                        {
-                            return SessionEnd::Lost(format!("writing ack: {e}"));
-                        }
+                        pending.push(self.classify(message.priority, &message.payload, now_nanos));
+                    }
+                    buf.advance(consumed);
+                    // One ack for everything this read brought, however many
+                    // `ack_every`s that is.
+                    if received - acked >= ack_every
+                        && let Err(e) = self.ack_and_commit(&mut stream, received, &mut acked, &mut pending).await
+                    {
+                        return SessionEnd::Lost(format!("writing ack: {e}"));
                     }
                     idle_deadline = (received > acked).then(|| Instant::now() + self.settings.ack_idle);
-                    if buf.capacity() - buf.len() < 16 * 1024 {
-                        buf.reserve(256 * 1024);
+                    // Room for the next read, and for all of a frame larger than that.
+                    let incomplete = reader.frame_len(&buf).ok().flatten().unwrap_or(0);
+                    if buf.capacity() - buf.len() < 16 * 1024 || buf.capacity() < incomplete {
+                        buf.reserve(incomplete.max(256 * 1024));
                     }
                 }
             }
@@ -712,9 +764,11 @@ mod tests {
         let (mut conn, _) = listener.accept().await.unwrap();
         assert_eq!(f32::from_bits(read_word(&mut conn).await), 0.25);
 
-        conn.write_all(&frames(&naming, 0..5)).await.unwrap();
-        // Ack after 3 (sign bit set, cumulative count), then the idle ack for 5.
+        conn.write_all(&frames(&naming, 0..3)).await.unwrap();
+        // Ack after 3 (sign bit set, cumulative count).
         assert_eq!(read_word(&mut conn).await, 0x8000_0003);
+        // Below `ack_every`: the idle ack.
+        conn.write_all(&frames(&naming, 3..5)).await.unwrap();
         assert_eq!(read_word(&mut conn).await, 0x8000_0005);
         eventually("0..5 are committed", || recorder.all_received(&[5])).await;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use clap::Parser;
 use logdist_net::{TlsClient, TlsClientSettings, TlsNames};
 
-use crate::harness::{RunOptions, TlsOptions};
+use crate::harness::{Baseline, RunOptions, TlsOptions};
 use crate::partition::Island;
 use crate::payload::ChecksumKind;
 use crate::profile::{
@@ -148,6 +148,14 @@ pub struct Cli {
     /// When it starts logdist in disk mode: `[durability] sync` (default fsync).
     #[arg(long, value_enum, value_name = "SYNC", conflicts_with = "target")]
     pub durability_sync: Option<DurabilitySync>,
+
+    /// Ramp profiles (max): `relay` first runs the same ramp against a bare
+    /// relay built into the load tester (its own process: round robin, whole
+    /// frames, no queues, weights or priorities), then against logdist, and
+    /// reports both maxima and logdist / relay, how close logdist gets to
+    /// what this machine can carry. `none` (default): logdist only.
+    #[arg(long, value_enum, default_value = "none")]
+    pub baseline: Baseline,
 }
 
 /// How errors name the TLS flags.
@@ -207,6 +215,12 @@ pub fn options(cli: &Cli) -> Result<RunOptions, String> {
             profile.name
         ));
     }
+    if cli.baseline != Baseline::None && profile.ramp.is_none() {
+        return Err(format!(
+            "--baseline relay needs a profile with a [ramp] (max); {} has none",
+            profile.name
+        ));
+    }
     let seed = cli.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -229,6 +243,7 @@ pub fn options(cli: &Cli) -> Result<RunOptions, String> {
         partition_skipped: None,
         durability: cli.durability,
         durability_sync: cli.durability_sync,
+        baseline: cli.baseline,
     })
 }
 

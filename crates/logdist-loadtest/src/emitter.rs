@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use parking_lot::Mutex;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -89,7 +89,17 @@ impl SizeModel {
         };
         (v.round() as usize).clamp(self.settings.min, self.settings.max)
     }
+
+    /// `SIZE_POOL` sizes drawn once, which an emitter then takes in turn:
+    /// drawing a log-normal number costs more than the rest of a frame.
+    pub fn pool(&self, rng: &mut SmallRng) -> Vec<usize> {
+        (0..SIZE_POOL).map(|_| self.sample(rng)).collect()
+    }
 }
+
+/// How many sizes an emitter draws up front ([`SizeModel::pool`]): enough
+/// that the distribution is the model's.
+const SIZE_POOL: usize = 4096;
 
 pub struct EmitterConfig {
     pub index: u32,
@@ -117,6 +127,7 @@ pub async fn run<S: AsyncWrite + Unpin>(
 ) {
     let writer = PayloadWriter::new(&cfg.id, cfg.checksum);
     let mut rng = SmallRng::seed_from_u64(cfg.seed ^ (u64::from(cfg.index) << 32));
+    let sizes = cfg.sizes.pool(&mut rng);
     let mut ticker = tokio::time::interval_at(start, cfg.tick);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut scratch = Vec::with_capacity(cfg.sizes.settings.max + 128);
@@ -146,18 +157,29 @@ pub async fn run<S: AsyncWrite + Unpin>(
         if batch > 0 {
             buf.clear();
             frame_ends.clear();
-            let nanos = unix_nanos_now();
+            let stamp = writer.stamp(unix_nanos_now());
             for c in counter..counter + batch {
-                let size = cfg.sizes.sample(&mut rng);
-                writer.write(nanos, c, size, &mut scratch);
+                let size = sizes[(c % sizes.len() as u64) as usize];
                 let priority = cfg.plan.priority_for(cfg.index, c);
-                syslog::encode(
-                    cfg.format,
-                    priority,
-                    &scratch,
-                    &mut syslog_scratch,
-                    &mut buf,
-                );
+                if cfg.format == EmitterFormat::Frame {
+                    // Straight into the batch: one copy of each payload.
+                    let start = buf.len();
+                    buf.put_u32(0);
+                    buf.put_u8(priority);
+                    writer.append(&stamp, c, size, &mut buf);
+                    let length = (buf.len() - start) as u32;
+                    buf[start..start + 4].copy_from_slice(&length.to_be_bytes());
+                } else {
+                    scratch.clear();
+                    writer.append(&stamp, c, size, &mut scratch);
+                    syslog::encode(
+                        cfg.format,
+                        priority,
+                        &scratch,
+                        &mut syslog_scratch,
+                        &mut buf,
+                    );
+                }
                 frame_ends.push(buf.len());
             }
             let t0 = Instant::now();

@@ -15,15 +15,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ack_emitter::{self, AckEmitterConfig, AckStatus};
 use crate::analyzer::{self, AnalyzerCommand, AnalyzerContext, AnalyzerHandle};
-use crate::distributor_process::{self, DistributorProcess, Durability, Overlay, log_tail};
+use crate::distributor_process::{
+    self, DistributorProcess, Durability, Overlay, StopOutcome, log_tail,
+};
 use crate::emitter::{self, EmitterConfig, EmitterShared, SizeModel};
 use crate::partition::Island;
 use crate::payload::{ChecksumKind, EmitterNaming};
 use crate::priority::PriorityPlan;
 use crate::profile::{AnalyzerGroup, DurabilityMode, DurabilitySync, EmitterKind, Profile};
 use crate::recorder::Recorder;
+use crate::relay::RelayProcess;
 use crate::report::DistributorStats;
-use crate::timeline::{Progress, Sampler, TimelineRow};
+use crate::timeline::{CountersAt, MessageCosts, Progress, Sampler, TimelineRow};
 
 /// Upper bound on the quiet period after the final drain.
 const SETTLE_MAX: Duration = Duration::from_secs(10);
@@ -55,6 +58,27 @@ pub struct RunOptions {
     pub durability: Option<DurabilityMode>,
     /// `--durability-sync`: its `[durability] sync`.
     pub durability_sync: Option<DurabilitySync>,
+    /// `--baseline`: run the ramp against the tester's relay first.
+    pub baseline: Baseline,
+}
+
+/// `--baseline`: what else a ramp profile runs against, before logdist.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Baseline {
+    /// Only logdist.
+    #[default]
+    None,
+    /// The load tester's bare relay (`relay.rs`) first, then logdist.
+    Relay,
+}
+
+/// What a harness sends through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SystemUnderTest {
+    /// logdist: started by the run, or the running one of `--target`.
+    Logdist,
+    /// The bare relay of `--baseline relay`, started by the run.
+    Relay,
 }
 
 /// TLS for the run: clients for the emitters and the analyzers (None: plain
@@ -76,6 +100,10 @@ pub struct Harness {
     pub duration: Duration,
     pub results_dir: PathBuf,
     pub distributor: Option<DistributorProcess>,
+    /// The relay, when this harness measures the baseline.
+    pub relay: Option<RelayProcess>,
+    /// How the relay stopped, and its peak RSS (set by `teardown`).
+    pub relay_end: Option<(Option<f64>, StopOutcome)>,
     /// The binary, when the run started logdist (a crash run starts it again).
     pub logdist_bin: Option<PathBuf>,
     /// logdist's `[durability]`, when the run started it.
@@ -95,6 +123,12 @@ pub struct Harness {
     sampler: Sampler,
     next_sample: Instant,
     pub timeline: Vec<TimelineRow>,
+    /// The counters when the emitters started.
+    run_start: CountersAt,
+    /// Per-message costs from the emitters' start to the end (set by `teardown`).
+    pub run_costs: MessageCosts,
+    /// Why the distributor's system calls were not counted (set by `teardown`).
+    pub syscalls_unavailable: Option<String>,
     progress: Progress,
     pub aborted: Option<String>,
     pub naming: EmitterNaming,
@@ -104,7 +138,7 @@ pub struct Harness {
 }
 
 /// Create `<root>/<profile>-<UTC time>/` (with a suffix if it exists).
-fn create_results_dir(root: &Path, profile: &str) -> Result<PathBuf, String> {
+pub fn create_results_dir(root: &Path, profile: &str) -> Result<PathBuf, String> {
     // Absolute, because logdist runs with the results directory as its cwd.
     let root = &std::path::absolute(root).map_err(|e| format!("{}: {e}", root.display()))?;
     let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
@@ -128,30 +162,44 @@ fn create_results_dir(root: &Path, profile: &str) -> Result<PathBuf, String> {
 }
 
 impl Harness {
-    /// Start (or find) the distributor, connect analyzers and emitters. The
-    /// emitters start sending at `rate_per_emitter` right away (0 = paused).
-    pub async fn setup(opts: &RunOptions, rate_per_emitter: f64) -> Result<Harness, String> {
+    /// Start (or find) the distributor, or start the relay, connect
+    /// analyzers and emitters; results go to `results_dir`. The emitters
+    /// start sending at `rate_per_emitter` right away (0 = paused).
+    pub async fn setup(
+        opts: &RunOptions,
+        rate_per_emitter: f64,
+        system: SystemUnderTest,
+        results_dir: &Path,
+    ) -> Result<Harness, String> {
         enum Target {
             Running(SocketAddr, SocketAddr),
             Start(PathBuf),
+            Relay,
         }
         let profile = opts.profile.clone();
-        // Find the binary before creating anything, so a missing one fails cleanly.
-        let target = match opts.target {
-            Some((e, a)) => Target::Running(e, a),
-            None => Target::Start(distributor_process::find_binary(
+        let results_dir = results_dir.to_path_buf();
+        let target = match (system, opts.target) {
+            (SystemUnderTest::Relay, _) => Target::Relay,
+            (SystemUnderTest::Logdist, Some((e, a))) => Target::Running(e, a),
+            (SystemUnderTest::Logdist, None) => Target::Start(distributor_process::find_binary(
                 opts.logdist_bin.as_deref(),
             )?),
         };
-        let results_dir = create_results_dir(&opts.results_root, &profile.name)?;
 
         let mut tls = opts.tls.clone();
         let logdist_bin = match &target {
             Target::Start(bin) => Some(bin.clone()),
-            Target::Running(..) => None,
+            Target::Running(..) | Target::Relay => None,
         };
+        let mut relay = None;
         let (distributor, emitter_addr, analyzer_addr, max_frame_bytes) = match target {
             Target::Running(e, a) => (None, e, a, 1024 * 1024),
+            Target::Relay => {
+                let r = RelayProcess::start(&results_dir, Duration::from_secs(15)).await?;
+                let (e, a) = (r.emitter_addr, r.analyzer_addr);
+                relay = Some(r);
+                (None, e, a, 1024 * 1024)
+            }
             Target::Start(bin) => {
                 let (text, _) = distributor_process::read_config(&profile.distributor_config)?;
                 let pki = match &tls.dir {
@@ -241,6 +289,14 @@ impl Harness {
                     "logdist exited ({status}) while analyzers connected; last lines of {}:\n{}",
                     d.log_path.display(),
                     log_tail(&d.log_path, 20)
+                ));
+            }
+            if let Some(r) = relay.as_mut()
+                && let Some(status) = r.exited()
+            {
+                return Err(format!(
+                    "the relay exited ({status}) while analyzers connected:\n{}",
+                    log_tail(&r.log_path, 20)
                 ));
             }
             if Instant::now() >= deadline {
@@ -333,10 +389,14 @@ impl Harness {
                 on_ctrl_c.cancel();
             }
         });
-        let mut sampler =
-            Sampler::new(analyzers.len(), harness_distributor.as_ref().map(|d| d.pid));
+        let measured_pid = harness_distributor
+            .as_ref()
+            .map(|d| d.pid)
+            .or(relay.as_ref().map(|r| r.pid));
+        let mut sampler = Sampler::new(analyzers.len(), measured_pid);
         sampler.acked_only = profile.emitters.kind == EmitterKind::NdjsonAck;
         sampler.restart_meters();
+        let run_start = sampler.counters(0);
         Ok(Harness {
             duration: opts.duration,
             results_dir,
@@ -344,6 +404,8 @@ impl Harness {
                 .as_ref()
                 .map(|d| d.config.durability.clone()),
             distributor: harness_distributor,
+            relay,
+            relay_end: None,
             logdist_bin,
             emitter_addr,
             analyzer_addr,
@@ -359,6 +421,9 @@ impl Harness {
             sampler,
             next_sample: epoch + Duration::from_secs(1),
             timeline: Vec::new(),
+            run_start,
+            run_costs: MessageCosts::default(),
+            syscalls_unavailable: None,
             progress: Progress::new(opts.progress),
             aborted: None,
             naming,
@@ -368,11 +433,12 @@ impl Harness {
         })
     }
 
-    /// False once a logdist we started has exited (true with --target).
+    /// False once a logdist (or relay) we started has exited (true with --target).
     pub fn distributor_alive(&mut self) -> bool {
         self.distributor
             .as_mut()
             .is_none_or(|d| d.exited().is_none())
+            && self.relay.as_mut().is_none_or(|r| r.exited().is_none())
     }
 
     pub fn sent(&self) -> Vec<u64> {
@@ -386,6 +452,19 @@ impl Harness {
             EmitterKind::Frames => self.recorder.all_received(&self.sent()),
             EmitterKind::NdjsonAck => self.recorder.all_acked_received(),
         }
+    }
+
+    /// Messages the analyzers received so far, and what the distributor and
+    /// the load tester used up to now.
+    pub fn counters(&mut self) -> CountersAt {
+        let messages = self
+            .recorder
+            .lock()
+            .analyzers
+            .iter()
+            .map(|a| a.committed)
+            .sum();
+        self.sampler.counters(messages)
     }
 
     /// Measure the CPU of this logdist from now on (a crash run restarted it).
@@ -437,6 +516,15 @@ impl Harness {
                     "logdist exited ({status}) during the run; last lines of {}:\n{}",
                     d.log_path.display(),
                     log_tail(&d.log_path, 20)
+                ));
+                return false;
+            }
+            if let Some(r) = self.relay.as_mut()
+                && let Some(status) = r.exited()
+            {
+                self.aborted = Some(format!(
+                    "the relay exited ({status}) during the run:\n{}",
+                    log_tail(&r.log_path, 20)
                 ));
                 return false;
             }
@@ -496,11 +584,19 @@ impl Harness {
         // A last sample so the timeline ends with the final state.
         self.sample("end");
         self.progress.finish();
+        let end = self.counters();
+        self.run_costs = self.run_start.costs_until(&end);
+        self.syscalls_unavailable = self.sampler.syscalls_unavailable();
+        self.sampler.stop_counting();
         for a in &self.analyzers {
             a.send(AnalyzerCommand::Stop);
         }
         for a in &mut self.analyzers {
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut a.task).await;
+        }
+        if let Some(r) = self.relay.take() {
+            let peak_rss_mib = r.peak_rss_mib();
+            self.relay_end = Some((peak_rss_mib, r.stop().await));
         }
         let d = self.distributor.take()?;
         let peak_rss_mib = d.peak_rss().map(|b| b as f64 / (1024.0 * 1024.0));

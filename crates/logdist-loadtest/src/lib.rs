@@ -23,6 +23,7 @@ mod proc_stats;
 mod profile;
 mod ramp;
 mod recorder;
+mod relay;
 mod report;
 pub mod roles;
 mod runner;

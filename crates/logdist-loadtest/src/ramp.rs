@@ -29,6 +29,7 @@ pub async fn run(h: &mut Harness, r: &RampSettings, budget: Duration) -> RampRes
         for e in &h.emitters {
             e.max_lag_us.store(0, Ordering::Relaxed);
         }
+        let counters0 = h.counters();
         let sent0: u64 = h.sent().iter().sum();
         let bytes0 = h.recorder.lock().bytes;
         for e in &h.emitters {
@@ -49,10 +50,12 @@ pub async fn run(h: &mut Harness, r: &RampSettings, budget: Duration) -> RampRes
             })
             .await;
         let drain_secs = t_drain.elapsed().as_secs_f64();
+        // The step's messages, from its start until they all arrived.
+        let costs = counters0.costs_until(&h.counters());
         let sent_now = h.sent();
         let sent1: u64 = sent_now.iter().sum();
         let (lost, latency, bytes1) = {
-            let s = h.recorder.lock();
+            let s = h.recorder.lock_collected();
             let lost: u64 = (0..sent_now.len())
                 .map(|i| s.ledger.account(i, sent_now[i]).lost)
                 .sum();
@@ -101,6 +104,7 @@ pub async fn run(h: &mut Harness, r: &RampSettings, budget: Duration) -> RampRes
             mb_per_s: (bytes1 - bytes0) as f64 / 1e6 / secs,
             generator_max_lag_ms: lag,
             drain_secs,
+            costs,
             passed,
             reason: reasons.join("; "),
         });

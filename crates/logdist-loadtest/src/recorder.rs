@@ -1,6 +1,9 @@
-//! Where the simulated analyzers commit what they processed: the ledger, latency
-//! histograms, per-analyzer tallies and the event log, behind one lock that is
-//! taken once per ack batch (not per message).
+//! Where the simulated analyzers commit what they processed: the ledger,
+//! per-analyzer tallies and the event log, behind one lock that is taken once
+//! per ack batch (not per message). Latencies go first into each analyzer's
+//! own histograms (one per priority, behind a lock no other analyzer takes),
+//! and are merged into the run's histograms when they are read
+//! ([`Recorder::lock_collected`]): one histogram update per message.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -87,7 +90,46 @@ pub struct RecorderState {
 
 pub struct Recorder {
     state: Mutex<RecorderState>,
+    /// Latencies each analyzer committed since they were last collected.
+    latencies: Vec<Mutex<PriorityHistograms>>,
     epoch: Mutex<Instant>,
+}
+
+/// One latency histogram per priority, made when a priority first appears.
+struct PriorityHistograms {
+    by_priority: Vec<Option<Histogram<u64>>>,
+}
+
+impl PriorityHistograms {
+    fn new() -> Self {
+        PriorityHistograms {
+            by_priority: (0..=u8::MAX).map(|_| None).collect(),
+        }
+    }
+
+    fn record(&mut self, priority: u8, latency_ns: u64) {
+        self.by_priority[usize::from(priority)]
+            .get_or_insert_with(new_histogram)
+            .saturating_record(latency_ns);
+    }
+
+    /// Add every latency to the run's histograms, and start empty again.
+    fn move_into(&mut self, s: &mut RecorderState) {
+        for (priority, h) in self.by_priority.iter_mut().enumerate() {
+            let Some(h) = h.as_mut().filter(|h| !h.is_empty()) else {
+                continue;
+            };
+            // Same bounds everywhere: adding cannot fail.
+            let _ = s
+                .latency_by_priority
+                .entry(priority as u8)
+                .or_insert_with(new_histogram)
+                .add(&*h);
+            let _ = s.latency_interval.add(&*h);
+            let _ = s.latency_step.add(&*h);
+            h.reset();
+        }
+    }
 }
 
 impl Recorder {
@@ -109,6 +151,9 @@ impl Recorder {
                 events: Vec::new(),
                 protocol_errors: Vec::new(),
             }),
+            latencies: (0..analyzers)
+                .map(|_| Mutex::new(PriorityHistograms::new()))
+                .collect(),
             epoch: Mutex::new(Instant::now()),
         }
     }
@@ -129,6 +174,7 @@ impl Recorder {
         }
         let mut guard = self.state.lock();
         let s = &mut *guard;
+        let mut latencies = self.latencies[analyzer].lock();
         for r in batch.drain(..) {
             match r {
                 Received::Valid {
@@ -151,13 +197,7 @@ impl Recorder {
                         s.priority_mismatches += 1;
                     }
                     s.bytes += u64::from(bytes);
-                    let v = latency_ns.max(1);
-                    s.latency_by_priority
-                        .entry(priority)
-                        .or_insert_with(new_histogram)
-                        .saturating_record(v);
-                    s.latency_interval.saturating_record(v);
-                    s.latency_step.saturating_record(v);
+                    latencies.record(priority, latency_ns.max(1));
                 }
                 Received::Rejected { emitter, reason } => {
                     s.analyzers[analyzer].committed += 1;
@@ -219,9 +259,19 @@ impl Recorder {
         self.state.lock().protocol_errors.push(msg);
     }
 
-    /// Lock the state for reading or sampling.
+    /// Lock the state for reading or sampling (its latency histograms may
+    /// lag: see [`Recorder::lock_collected`]).
     pub fn lock(&self) -> parking_lot::MutexGuard<'_, RecorderState> {
         self.state.lock()
+    }
+
+    /// Lock the state with every latency committed so far in its histograms.
+    pub fn lock_collected(&self) -> parking_lot::MutexGuard<'_, RecorderState> {
+        let mut s = self.state.lock();
+        for latencies in &self.latencies {
+            latencies.lock().move_into(&mut s);
+        }
+        s
     }
 
     /// Have all sent messages (per emitter) been committed?
@@ -229,8 +279,9 @@ impl Recorder {
         self.state.lock().ledger.all_received(sent)
     }
 
+    /// Start a ramp step: what was committed before is not its latency.
     pub fn reset_step(&self) {
-        self.state.lock().latency_step.reset();
+        self.lock_collected().latency_step.reset();
     }
 }
 
@@ -295,7 +346,7 @@ mod tests {
             Received::Foreign,
         ];
         r.commit(1, &mut batch);
-        let s = r.lock();
+        let s = r.lock_collected();
         assert_eq!(s.analyzers[0].committed, 3);
         assert_eq!(s.analyzers[1].committed, 4);
         assert_eq!(s.analyzers[1].duplicates, 1);

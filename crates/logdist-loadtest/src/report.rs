@@ -13,7 +13,7 @@ use crate::durability_ledger::AckAccount;
 use crate::ledger::EmitterAccount;
 use crate::profile::{AnalyzerFormat, Checks, EmitterKind, Handshake};
 use crate::recorder::{AnalyzerTally, Event, Percentiles};
-use crate::timeline::TimelineRow;
+use crate::timeline::{MessageCosts, TimelineRow};
 
 /// An emitter's lag above this means the generator could not keep its schedule.
 pub const GENERATOR_LAG_WARN_MS: f64 = 100.0;
@@ -125,6 +125,9 @@ pub struct RampStep {
     pub mb_per_s: f64,
     pub generator_max_lag_ms: f64,
     pub drain_secs: f64,
+    /// What the distributor and the load tester cost per message over the
+    /// step and its drain.
+    pub costs: MessageCosts,
     pub passed: bool,
     pub reason: String,
 }
@@ -140,17 +143,30 @@ pub struct RampResult {
 }
 
 impl RampResult {
-    pub fn render_text(&self) -> String {
+    /// The steps, and the max line: `MAX SUSTAINED:` for logdist,
+    /// `<label> MAX SUSTAINED:` for a baseline (scripts read the first).
+    pub fn render_text(&self, label: Option<&str>, distributor: &str) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<5} {:>12} {:>12} {:>8} {:>10} {:>10} {:>9} {:>8}  result",
-            "step", "target/s", "offered/s", "lost", "p50 ms", "p99 ms", "MB/s", "lag ms"
+            "{:<5} {:>12} {:>12} {:>8} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>9}  result",
+            "step",
+            "target/s",
+            "offered/s",
+            "lost",
+            "p50 ms",
+            "p99 ms",
+            "MB/s",
+            "lag ms",
+            "usr µs",
+            "sys µs",
+            "tester %"
         );
         for st in &self.steps {
+            let d = st.costs.distributor;
             let _ = writeln!(
                 s,
-                "{:<5} {:>12.0} {:>12.0} {:>8} {:>10.3} {:>10.3} {:>9.1} {:>8.1}  {}",
+                "{:<5} {:>12.0} {:>12.0} {:>8} {:>10.3} {:>10.3} {:>9.1} {:>8.1} {:>8} {:>8} {:>9}  {}",
                 st.step,
                 st.target_rate,
                 st.offered_rate,
@@ -159,6 +175,9 @@ impl RampResult {
                 st.latency.p99_us / 1000.0,
                 st.mb_per_s,
                 st.generator_max_lag_ms,
+                fixed(d.map(|c| c.user_us_per_msg), 3),
+                fixed(d.map(|c| c.sys_us_per_msg), 3),
+                fixed(st.costs.loadtest.map(|c| c.cpu_pct), 0),
                 if st.passed {
                     "pass".to_string()
                 } else {
@@ -166,23 +185,129 @@ impl RampResult {
                 }
             );
         }
-        let _ = writeln!(s, "ramp stopped: {}", self.stop_reason);
+        let prefix = label.map(|l| format!("{l} ")).unwrap_or_default();
+        let _ = writeln!(s, "{prefix}ramp stopped: {}", self.stop_reason);
         match &self.best {
             Some(b) => {
                 let _ = writeln!(
                     s,
-                    "MAX SUSTAINED: {:.0} msg/s, {:.1} MB/s payload (zero loss, p99 {:.3} ms <= {:.1} ms)",
+                    "{prefix}MAX SUSTAINED: {:.0} msg/s, {:.1} MB/s payload (zero loss, p99 {:.3} ms <= {:.1} ms)",
                     b.offered_rate,
                     b.mb_per_s,
                     b.latency.p99_us / 1000.0,
                     self.max_p99_ms
                 );
+                let _ = writeln!(s, "{prefix}at that step, per message received:");
+                render_costs(&mut s, &b.costs, distributor);
             }
             None => {
-                let _ = writeln!(s, "MAX SUSTAINED: none (no step passed)");
+                let _ = writeln!(s, "{prefix}MAX SUSTAINED: none (no step passed)");
             }
         }
         s
+    }
+}
+
+/// `max --baseline relay`: the same ramp, run first against the load
+/// tester's bare relay (`relay.rs`), which shows what this machine can carry.
+#[derive(Clone, Debug, Serialize)]
+pub struct Baseline {
+    pub ramp: RampResult,
+    pub peak_rss_mib: Option<f64>,
+    pub stop: StopOutcome,
+    pub syscalls_unavailable: Option<String>,
+    /// logdist's max sustained msg/s and MB/s as a share of the relay's
+    /// (None when either has no passing step).
+    pub ratio_msgs: Option<f64>,
+    pub ratio_mb: Option<f64>,
+}
+
+impl Baseline {
+    pub fn new(
+        ramp: RampResult,
+        peak_rss_mib: Option<f64>,
+        stop: StopOutcome,
+        syscalls_unavailable: Option<String>,
+    ) -> Self {
+        Baseline {
+            ramp,
+            peak_rss_mib,
+            stop,
+            syscalls_unavailable,
+            ratio_msgs: None,
+            ratio_mb: None,
+        }
+    }
+
+    /// Compare with logdist's ramp.
+    pub fn compare(&mut self, logdist: &RampResult) {
+        let (Some(relay), Some(ours)) = (&self.ramp.best, &logdist.best) else {
+            return;
+        };
+        self.ratio_msgs =
+            (relay.offered_rate > 0.0).then(|| ours.offered_rate / relay.offered_rate);
+        self.ratio_mb = (relay.mb_per_s > 0.0).then(|| ours.mb_per_s / relay.mb_per_s);
+    }
+
+    fn render_text(&self, s: &mut String, logdist: Option<&RampResult>) {
+        let _ = writeln!(
+            s,
+            "baseline: the same ramp against the load tester's bare relay (round robin, no queues): \
+             peak RSS {}, stop: {}",
+            mib(self.peak_rss_mib),
+            self.stop.description
+        );
+        if let Some(why) = &self.syscalls_unavailable {
+            let _ = writeln!(s, "relay system calls: n/a ({why})");
+        }
+        s.push_str(&self.ramp.render_text(Some("RELAY"), "relay"));
+        let best = |r: Option<&RampResult>| {
+            r.and_then(|r| r.best.as_ref())
+                .map(|b| format!("{:.0} msg/s, {:.1} MB/s", b.offered_rate, b.mb_per_s))
+                .unwrap_or_else(|| "none".into())
+        };
+        let _ = writeln!(
+            s,
+            "LOGDIST / RELAY: {} of the msg/s, {} of the MB/s (logdist {}; relay {})",
+            fixed(self.ratio_msgs, 3),
+            fixed(self.ratio_mb, 3),
+            best(logdist),
+            best(Some(&self.ramp))
+        );
+    }
+}
+
+/// The per-message lines of the distributor and the load tester.
+fn render_costs(s: &mut String, costs: &MessageCosts, distributor: &str) {
+    match &costs.distributor {
+        Some(c) => {
+            let _ = writeln!(
+                s,
+                "  {distributor:<11} user {:.3} µs  sys {:.3} µs  {:.4} context switches  {} system calls  \
+                 (CPU {:.0} % of one core, {} messages in {:.1} s)",
+                c.user_us_per_msg,
+                c.sys_us_per_msg,
+                c.ctx_switches_per_msg,
+                fixed(c.syscalls_per_msg, 3),
+                c.cpu_pct,
+                c.messages,
+                c.secs
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "  {distributor:<11} n/a (not started by the run, or no messages)"
+            );
+        }
+    }
+    if let Some(c) = &costs.loadtest {
+        let _ = writeln!(
+            s,
+            "  {:<11} user {:.3} µs  sys {:.3} µs  {:.4} context switches  (CPU {:.0} % of one core: \
+             the generator's own share)",
+            "load tester", c.user_us_per_msg, c.sys_us_per_msg, c.ctx_switches_per_msg, c.cpu_pct
+        );
     }
 }
 
@@ -225,6 +350,13 @@ pub struct Summary {
     pub chaos_schedule: Vec<ChaosEvent>,
     pub events: Vec<Event>,
     pub ramp: Option<RampResult>,
+    /// `max --baseline relay`: the relay's ramp and logdist / relay.
+    pub baseline: Option<Baseline>,
+    /// Per message received, from the emitters' start to the end of the run.
+    pub costs: MessageCosts,
+    /// Why logdist's system calls were not counted (perf missing or not
+    /// permitted), when they were not.
+    pub syscalls_unavailable: Option<String>,
     pub crash: Option<CrashResult>,
     pub aborted: Option<String>,
 }
@@ -508,6 +640,14 @@ impl Summary {
                 d.stop.description
             );
         }
+        let _ = writeln!(
+            s,
+            "per message received, from the emitters' start to the end:"
+        );
+        render_costs(&mut s, &self.costs, "logdist");
+        if let Some(why) = &self.syscalls_unavailable {
+            let _ = writeln!(s, "  system calls: n/a ({why})");
+        }
         let _ = writeln!(s);
 
         match &self.acks {
@@ -597,7 +737,11 @@ impl Summary {
         }
         if let Some(r) = &self.ramp {
             let _ = writeln!(s);
-            s.push_str(&r.render_text());
+            s.push_str(&r.render_text(None, "logdist"));
+        }
+        if let Some(b) = &self.baseline {
+            let _ = writeln!(s);
+            b.render_text(&mut s, self.ramp.as_ref());
         }
         s
     }
@@ -694,6 +838,17 @@ fn pct(v: Option<f64>) -> String {
         .unwrap_or_else(|| "n/a".into())
 }
 
+fn mib(v: Option<f64>) -> String {
+    v.map(|m| format!("{m:.1} MiB"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// `v` with `decimals`, or "n/a".
+fn fixed(v: Option<f64>, decimals: usize) -> String {
+    v.map(|x| format!("{x:.decimals$}"))
+        .unwrap_or_else(|| "n/a".into())
+}
+
 fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.2}")).unwrap_or_default()
 }
@@ -701,7 +856,9 @@ fn opt(v: Option<f64>) -> String {
 pub fn timeline_csv(rows: &[TimelineRow], analyzers: usize) -> String {
     let mut s = String::from(
         "t_s,phase,offered_msgs,delivered_msgs,offered_msgs_per_s,delivered_msgs_per_s,in_flight,lost_so_far,\
-         p50_us,p99_us,max_us,generator_lag_ms,distributor_cpu_pct,distributor_rss_mib,loadtest_cpu_pct",
+         p50_us,p99_us,max_us,generator_lag_ms,distributor_cpu_pct,distributor_rss_mib,loadtest_cpu_pct,\
+         distributor_user_us_per_msg,distributor_sys_us_per_msg,distributor_ctx_switches_per_msg,\
+         distributor_syscalls_per_msg,loadtest_user_us_per_msg,loadtest_sys_us_per_msg",
     );
     for a in 0..analyzers {
         let _ = write!(s, ",a{a}_msgs");
@@ -726,6 +883,18 @@ pub fn timeline_csv(rows: &[TimelineRow], analyzers: usize) -> String {
             opt(r.distributor_cpu_pct),
             opt(r.distributor_rss_mib),
             opt(r.loadtest_cpu_pct),
+        );
+        let (d, l) = (r.costs.distributor, r.costs.loadtest);
+        let per_msg = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_default();
+        let _ = write!(
+            s,
+            ",{},{},{},{},{},{}",
+            per_msg(d.map(|c| c.user_us_per_msg)),
+            per_msg(d.map(|c| c.sys_us_per_msg)),
+            per_msg(d.map(|c| c.ctx_switches_per_msg)),
+            per_msg(d.and_then(|c| c.syscalls_per_msg)),
+            per_msg(l.map(|c| c.user_us_per_msg)),
+            per_msg(l.map(|c| c.sys_us_per_msg)),
         );
         for a in 0..analyzers {
             let _ = write!(s, ",{}", r.per_analyzer.get(a).copied().unwrap_or(0));
@@ -840,6 +1009,9 @@ mod tests {
             chaos_schedule: Vec::new(),
             events: Vec::new(),
             ramp: None,
+            baseline: None,
+            costs: MessageCosts::default(),
+            syscalls_unavailable: None,
             crash: None,
             aborted: None,
         }

@@ -13,14 +13,17 @@ use tokio_util::sync::CancellationToken;
 use crate::chaos::{self, ChaosEvent};
 use crate::chart;
 use crate::crash::{self, CrashResult};
-use crate::harness::{Harness, RunOptions};
+use crate::distributor_process;
+use crate::harness::{
+    Baseline as RunBaseline, Harness, RunOptions, SystemUnderTest, create_results_dir,
+};
 use crate::ledger::EmitterAccount;
-use crate::profile::EmitterKind;
+use crate::profile::{EmitterKind, RampSettings};
 use crate::ramp;
 use crate::recorder::{Percentiles, new_histogram};
 use crate::report::{
-    AckTotals, AnalyzerRow, DistributorStats, EmitterRow, PriorityLatency, RampResult, Summary,
-    Throughput, Totals, shares,
+    AckTotals, AnalyzerRow, Baseline, DistributorStats, EmitterRow, PriorityLatency, RampResult,
+    Summary, Throughput, Totals, shares, timeline_csv,
 };
 
 /// What a run produced.
@@ -42,6 +45,7 @@ pub struct RunFacts {
     pub drained: bool,
     pub chaos_schedule: Vec<ChaosEvent>,
     pub ramp: Option<RampResult>,
+    pub baseline: Option<Baseline>,
     pub crash: Option<CrashResult>,
     pub distributor: Option<DistributorStats>,
     pub dead_letters: Option<u64>,
@@ -51,7 +55,7 @@ pub struct RunFacts {
 /// Reconcile and build the summary.
 pub fn build_summary(h: &Harness, opts: &RunOptions, facts: RunFacts) -> Summary {
     let sent = h.sent();
-    let s = h.recorder.lock();
+    let s = h.recorder.lock_collected();
     let mut totals = Totals {
         foreign: s.foreign,
         out_of_range: s.out_of_range,
@@ -199,12 +203,46 @@ pub fn build_summary(h: &Harness, opts: &RunOptions, facts: RunFacts) -> Summary
         chaos_schedule: facts.chaos_schedule,
         events: s.events.clone(),
         ramp: facts.ramp,
+        baseline: facts.baseline,
+        costs: h.run_costs,
+        syscalls_unavailable: h.syscalls_unavailable.clone(),
         crash: facts.crash,
         aborted: h.aborted.clone().or_else(|| h.interrupted_note.clone()),
     };
     drop(s);
     summary.evaluate(&h.profile.checks);
     summary
+}
+
+/// `--baseline relay`: the profile's ramp against the tester's relay, then
+/// the relay stopped; its timeline goes to `relay-timeline.csv`.
+async fn relay_baseline(
+    opts: &RunOptions,
+    r: &RampSettings,
+    results_dir: &Path,
+) -> Result<Baseline, String> {
+    if opts.progress {
+        eprintln!("logdist-loadtest: baseline: the ramp against the load tester's relay");
+    }
+    let mut h = Harness::setup(opts, 0.0, SystemUnderTest::Relay, results_dir).await?;
+    let ramp = ramp::run(&mut h, r, opts.duration).await;
+    h.stop_emitters().await;
+    h.teardown().await;
+    let (peak_rss_mib, stop) = h
+        .relay_end
+        .take()
+        .ok_or("the relay was not running at the end of its ramp")?;
+    std::fs::write(
+        results_dir.join("relay-timeline.csv"),
+        timeline_csv(&h.timeline, h.analyzers.len()),
+    )
+    .map_err(|e| format!("cannot write relay-timeline.csv: {e}"))?;
+    Ok(Baseline::new(
+        ramp,
+        peak_rss_mib,
+        stop,
+        h.syscalls_unavailable.clone(),
+    ))
 }
 
 /// Run a profile (steady or ramp) end to end and write the results.
@@ -215,7 +253,19 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         Some(_) => 0.0,
         None => profile.emitters.rate,
     };
-    let mut h = Harness::setup(&opts, initial_rate).await?;
+    // Find the binary before creating anything, so a missing one fails cleanly.
+    if opts.target.is_none() {
+        distributor_process::find_binary(opts.logdist_bin.as_deref())?;
+    }
+    let results_dir = create_results_dir(&opts.results_root, &profile.name)?;
+    let mut baseline = match (&ramp_settings, opts.baseline) {
+        (Some(r), RunBaseline::Relay) => Some(relay_baseline(&opts, r, &results_dir).await?),
+        _ => None,
+    };
+    if baseline.is_some() && opts.progress {
+        eprintln!("logdist-loadtest: now the same ramp against logdist");
+    }
+    let mut h = Harness::setup(&opts, initial_rate, SystemUnderTest::Logdist, &results_dir).await?;
     let mut chaos_schedule = Vec::new();
     let stop_chaos = CancellationToken::new();
     let mut ramp_result = None;
@@ -269,6 +319,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
     let dead_letters = distributor
         .as_ref()
         .map(|d| count_dead_letters(Path::new(&d.dead_letters)));
+    if let (Some(b), Some(r)) = (baseline.as_mut(), &ramp_result) {
+        b.compare(r);
+    }
     let target_rate = match &ramp_result {
         Some(r) => r.steps.last().map(|s| s.target_rate).unwrap_or(0.0),
         None => profile.total_rate(),
@@ -279,6 +332,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         drained,
         chaos_schedule,
         ramp: ramp_result,
+        baseline,
         crash: crash_result,
         distributor,
         dead_letters,

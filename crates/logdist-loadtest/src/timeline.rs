@@ -1,5 +1,6 @@
 //! One row per second of the run: offered vs delivered messages, latency,
-//! messages in flight and overdue, generator lag, distributor CPU and memory.
+//! messages in flight and overdue, generator lag, distributor CPU and memory,
+//! and what the distributor and the load tester each cost per message.
 //! Also renders the live progress line.
 
 use std::collections::VecDeque;
@@ -8,8 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::emitter::EmitterShared;
-use crate::proc_stats::{self, CpuMeter};
+use crate::proc_stats::{self, CpuMeter, ProcessCost, ProcessCounters, ProcessMeter};
 use crate::recorder::{Percentiles, Recorder};
 
 /// A message not received this long after it was sent counts as "lost so far"
@@ -38,6 +41,9 @@ pub struct TimelineRow {
     pub distributor_cpu_pct: Option<f64>,
     pub distributor_rss_mib: Option<f64>,
     pub loadtest_cpu_pct: Option<f64>,
+    /// What the distributor and the load tester cost per message received
+    /// in this interval.
+    pub costs: MessageCosts,
     pub events: String,
     /// Interval length in seconds (1 except possibly the last row).
     pub interval: f64,
@@ -55,6 +61,10 @@ pub struct Sampler {
     /// Meters of logdist processes a crash run killed: (wall, CPU) seconds.
     distributor_cpu_before: (f64, f64),
     own_cpu: CpuMeter,
+    /// Counters behind the per-message figures.
+    distributor_meter: Option<ProcessMeter>,
+    own_meter: ProcessMeter,
+    last_counters: CountersAt,
     pub distributor_cpu_peak: f64,
     /// "Lost so far" counts only lines acked `ok` (`ndjson_ack` emitters).
     pub acked_only: bool,
@@ -72,8 +82,35 @@ impl Sampler {
             distributor_cpu: distributor_pid.map(CpuMeter::new),
             distributor_cpu_before: (0.0, 0.0),
             own_cpu: CpuMeter::new(std::process::id()),
+            distributor_meter: distributor_pid.map(|pid| ProcessMeter::new(pid, true)),
+            own_meter: ProcessMeter::new(std::process::id(), false),
+            last_counters: CountersAt::default(),
             distributor_cpu_peak: 0.0,
             acked_only: false,
+        }
+    }
+
+    /// The counters now, with `messages` received so far.
+    pub fn counters(&mut self, messages: u64) -> CountersAt {
+        CountersAt {
+            at: Some(Instant::now()),
+            messages,
+            distributor: self.distributor_meter.as_mut().and_then(|m| m.read()),
+            loadtest: self.own_meter.read(),
+        }
+    }
+
+    /// Why the distributor's system calls are not counted, if they are not.
+    pub fn syscalls_unavailable(&self) -> Option<String> {
+        self.distributor_meter
+            .as_ref()
+            .and_then(|m| m.syscalls_unavailable())
+    }
+
+    /// Stop counting system calls (ends `perf`).
+    pub fn stop_counting(&mut self) {
+        if let Some(m) = &mut self.distributor_meter {
+            m.stop();
         }
     }
 
@@ -85,6 +122,9 @@ impl Sampler {
             self.distributor_cpu_before.1 += cpu;
         }
         self.distributor_cpu = Some(CpuMeter::new(pid));
+        if let Some(m) = &mut self.distributor_meter {
+            m.follow(pid);
+        }
     }
 
     /// Restart the CPU meters (call when emitters start, so averages cover the run).
@@ -93,6 +133,8 @@ impl Sampler {
             self.distributor_cpu = Some(CpuMeter::new(m.pid()));
         }
         self.own_cpu = CpuMeter::new(std::process::id());
+        let messages = self.last_counters.messages;
+        self.last_counters = self.counters(messages);
     }
 
     pub fn distributor_cpu_average(&self) -> Option<f64> {
@@ -134,7 +176,7 @@ impl Sampler {
         };
 
         let (distinct, committed, latency, lost_so_far, events) = {
-            let mut s = recorder.lock();
+            let mut s = recorder.lock_collected();
             let distinct = s.ledger.total_distinct();
             let committed: Vec<u64> = s.analyzers.iter().map(|a| a.committed).collect();
             let latency = Percentiles::of(&s.latency_interval);
@@ -166,6 +208,9 @@ impl Sampler {
             .and_then(|m| proc_stats::status_bytes(m.pid(), "VmRSS"))
             .map(|b| b as f64 / (1024.0 * 1024.0));
 
+        let counters = self.counters(committed.iter().sum());
+        let costs = self.last_counters.costs_until(&counters);
+        self.last_counters = counters;
         let row = TimelineRow {
             t,
             phase: phase.to_string(),
@@ -183,6 +228,7 @@ impl Sampler {
             distributor_cpu_pct,
             distributor_rss_mib,
             loadtest_cpu_pct: self.own_cpu.sample(),
+            costs,
             events,
             interval: (t - self.last_t).max(1e-9),
         };
@@ -192,6 +238,42 @@ impl Sampler {
         self.last_committed = committed;
         row
     }
+}
+
+/// The counters of the distributor and the load tester at one moment, and
+/// how many messages the analyzers had received by then.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CountersAt {
+    at: Option<Instant>,
+    pub messages: u64,
+    distributor: Option<ProcessCounters>,
+    loadtest: Option<ProcessCounters>,
+}
+
+impl CountersAt {
+    /// What each cost per message from these counters to `later`'s.
+    pub fn costs_until(&self, later: &CountersAt) -> MessageCosts {
+        let (Some(t0), Some(t1)) = (self.at, later.at) else {
+            return MessageCosts::default();
+        };
+        let secs = t1.saturating_duration_since(t0).as_secs_f64();
+        let messages = later.messages.saturating_sub(self.messages);
+        let cost = |a: &Option<ProcessCounters>, b: &Option<ProcessCounters>| {
+            ProcessCost::between(a.as_ref()?, b.as_ref()?, secs, messages)
+        };
+        MessageCosts {
+            distributor: cost(&self.distributor, &later.distributor),
+            loadtest: cost(&self.loadtest, &later.loadtest),
+        }
+    }
+}
+
+/// What the distributor (logdist, or the relay of a baseline) and the load
+/// tester itself cost per message over a window.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct MessageCosts {
+    pub distributor: Option<ProcessCost>,
+    pub loadtest: Option<ProcessCost>,
 }
 
 /// Live progress on stderr: rewritten in place on a terminal, one line per

@@ -700,6 +700,121 @@ fn missing_logdist_binary_is_a_clear_error() {
     );
 }
 
+/// A short `max --baseline relay`: the relay's ramp and logdist's both
+/// have a maximum, the report compares them, and every report carries what
+/// logdist and the tester cost per message (user and system CPU apart,
+/// context switches, system calls or why not), in summary.json, summary.txt
+/// and per second in timeline.csv. The steps are slow and the latency bound
+/// generous, so every step passes on a loaded machine too.
+#[test]
+fn max_with_relay_baseline_reports_both_maxima_and_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("short-max.toml");
+    std::fs::write(
+        &profile,
+        r#"
+        name = "short-max"
+        duration = "3s"
+        distributor_config = "configs/max.toml"
+        checksum = "fnv"
+        [emitters]
+        count = 4
+        rate = 0
+        tick = "5ms"
+        [[analyzers]]
+        count = 2
+        weight = 1.0
+        ack_every = 200
+        ack_idle = "5ms"
+        [checks]
+        check_shares = false
+        [ramp]
+        start_rate = 20000
+        factor = 1.5
+        step = "1s"
+        max_p99 = "2s"
+        drain_timeout = "5s"
+        min_offered = 0.5
+        "#,
+    )
+    .unwrap();
+    let run = serial_run(
+        &[
+            "max",
+            "--profile-file",
+            profile.to_str().unwrap(),
+            "--baseline",
+            "relay",
+            "--quiet",
+        ],
+        Duration::from_secs(120),
+    );
+    let s = run.summary();
+    let relay_best = &s["baseline"]["ramp"]["best"];
+    assert!(
+        relay_best["offered_rate"].as_f64().unwrap() > 10_000.0,
+        "{}",
+        run.describe()
+    );
+    assert_eq!(relay_best["lost"], 0);
+    assert!(s["ramp"]["best"]["offered_rate"].as_f64().unwrap() > 10_000.0);
+    let ratio = s["baseline"]["ratio_msgs"].as_f64().unwrap();
+    assert!(ratio > 0.0, "{}", run.describe());
+    assert_eq!(s["baseline"]["stop"]["exit_code"], 0);
+    // The relay's own CPU at its best step, measured apart from the tester's.
+    let relay_cost = &relay_best["costs"]["distributor"];
+    assert!(relay_cost["messages"].as_u64().unwrap() > 0, "{relay_cost}");
+
+    let costs = &s["costs"]["distributor"];
+    assert!(costs["user_us_per_msg"].as_f64().unwrap() > 0.0, "{costs}");
+    assert!(costs["sys_us_per_msg"].as_f64().unwrap() > 0.0, "{costs}");
+    assert!(costs["ctx_switches_per_msg"].as_f64().unwrap() >= 0.0);
+    // System calls: counted, or the report says why not.
+    assert!(
+        costs["syscalls_per_msg"].as_f64().is_some_and(|n| n > 0.0)
+            || s["syscalls_unavailable"].is_string(),
+        "{}",
+        run.describe()
+    );
+    assert!(s["costs"]["loadtest"]["cpu_pct"].as_f64().unwrap() > 0.0);
+
+    let text = run.stdout();
+    assert!(text.contains("\nMAX SUSTAINED: "), "{text}");
+    assert!(text.contains("RELAY MAX SUSTAINED: "), "{text}");
+    assert!(text.contains("LOGDIST / RELAY: "), "{text}");
+    assert!(text.contains("context switches"), "{text}");
+    let dir = run.results_dir.as_ref().unwrap();
+    for f in ["timeline.csv", "relay-timeline.csv"] {
+        let timeline = std::fs::read_to_string(dir.join(f)).unwrap();
+        let header = timeline.lines().next().unwrap();
+        for column in [
+            "distributor_user_us_per_msg",
+            "distributor_sys_us_per_msg",
+            "distributor_ctx_switches_per_msg",
+            "distributor_syscalls_per_msg",
+            "loadtest_cpu_pct",
+        ] {
+            assert!(header.contains(column), "{f} lacks {column}: {header}");
+        }
+    }
+}
+
+#[test]
+fn baseline_needs_a_ramp_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = loadtest(
+        &["basic", "--baseline", "relay"],
+        dir.path(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(run.output.status.code(), Some(2), "{}", run.describe());
+    assert!(
+        run.stderr().contains("--baseline relay needs"),
+        "{}",
+        run.describe()
+    );
+}
+
 #[test]
 fn help_explains_the_options() {
     let out = Command::new(loadtest_bin()).arg("--help").output().unwrap();
@@ -723,6 +838,7 @@ fn help_explains_the_options() {
         "--analyzer-token",
         "--durability",
         "--durability-sync",
+        "--baseline",
         "basic, throughput, chaos, max, crash",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");

@@ -60,10 +60,14 @@ pub enum Role {
 /// Names of the role subcommands: a first argument with one of them is a role.
 pub const ROLE_NAMES: [&str; 2] = ["emitter", "analyzer"];
 
-/// When the first argument names a role: parse the role's flags, run it, and
-/// return its exit status. `None` otherwise (a profile run).
+/// When the first argument names a role (or is the hidden `relay` that
+/// `--baseline relay` starts): parse its flags, run it, and return its exit
+/// status. `None` otherwise (a profile run).
 pub fn dispatch(args: &[OsString]) -> Option<i32> {
     let first = args.get(1)?.to_str()?;
+    if first == crate::relay::RELAY_COMMAND {
+        return Some(crate::relay::main(&args[1..]));
+    }
     if !ROLE_NAMES.contains(&first) {
         return None;
     }
