@@ -272,8 +272,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LOGDIST_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
 
-    /// Async runtime worker threads (0: one per CPU core). 1 uses the least
-    /// CPU per message at moderate rates; more raise the throughput ceiling.
+    /// Async runtime worker threads (0: half the CPU cores, at least one).
+    /// Fewer use less CPU per message; more raise the throughput ceiling.
     #[arg(long, env = "LOGDIST_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
 

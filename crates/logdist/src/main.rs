@@ -34,7 +34,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            with_runtime(config.runtime.worker_threads, serve(cli.serve, config))
+            with_runtime(config.runtime.workers(), serve(cli.serve, config))
         }
     }
 }

@@ -32,7 +32,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// What to change in the config the binary starts with.
 #[derive(Default)]
 struct Options {
-    /// `[runtime] worker_threads`; 0: one per core.
+    /// `[runtime] worker_threads`; 0: half the cores, at least one.
     worker_threads: usize,
     /// `[delivery] shutdown_grace`, e.g. "1s".
     shutdown_grace: Option<&'static str>,
