@@ -2,13 +2,14 @@
 //! (clap resolves the precedence). The seed shipper's names are kept as they
 //! were (`LOG_FILE`, `SERVER_HOST`, ..., `--log-file`, `--mode`, ...).
 
+use std::borrow::Cow;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::borrow::Cow;
-
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use logdist_net::{TlsClient, TlsClientSettings, TlsError, TlsNames};
 use serde::Serialize;
 
@@ -69,6 +70,74 @@ fn parse_level_mapping(text: &str) -> Result<LevelMapping, String> {
     })
 }
 
+/// Which of several servers the shipper dials first; after that it goes
+/// round robin, to the next server each time a connection fails or ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerOrder {
+    /// A server drawn at random once per process: many shippers given the
+    /// same list spread over the servers instead of all crowding the first.
+    Random,
+    /// The first one listed: it is the primary, the others are standbys.
+    Listed,
+}
+
+/// One logdist listener: a host name or IP address, and a port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ServerAddress {
+    pub fn new(host: &str, port: u16) -> ServerAddress {
+        ServerAddress {
+            host: host.to_string(),
+            port,
+        }
+    }
+}
+
+/// As `--server` takes it: `HOST:PORT`, an IPv6 address in brackets.
+impl fmt::Display for ServerAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A string, as `--server` takes it (so `--print-config` shows the list as given).
+impl Serialize for ServerAddress {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// `--server`'s `HOST:PORT`. An IPv6 address must be in brackets
+/// (`[::1]:9000`): without them, where the address ends and the port
+/// begins is a guess.
+pub fn parse_server_address(text: &str) -> Result<ServerAddress, String> {
+    let text = text.trim();
+    let expected =
+        || format!("expected HOST:PORT (an IPv6 address in brackets: [::1]:9000), got {text:?}");
+    let (host, port) = text.rsplit_once(':').ok_or_else(expected)?;
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.strip_suffix(']').ok_or_else(expected)?,
+        None if host.contains(':') => return Err(expected()),
+        None => host,
+    };
+    if host.is_empty() {
+        return Err(expected());
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(ServerAddress::new(host, port)),
+        _ => Err(format!("port {port:?} of {text:?} is not in 1..=65535")),
+    }
+}
+
 /// Seconds as a decimal number (`0.5`, `10`, the seed's form) or a humantime
 /// duration (`500ms`, `2m`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -91,8 +160,20 @@ JSON object lines pass through; other lines become {\"level\":\"INFO\",\"message
 Every setting is a flag or an environment variable; a flag wins over the variable,
 the variable over the default.
 
+Servers: --server HOST:PORT (repeat it or separate with commas) lists logdist
+listeners; --server-host and --server-port name a single one. Give one form, not
+both. The shipper is connected to one server at a time, first to a random one
+(--server-order random, the default: many shippers spread over the servers) or to
+the first listed (--server-order listed: a primary and standbys). When that
+connection fails or the server closes it, the lines sent and not acknowledged are
+resent, first, to the next server in the list, at once: the reconnect backoff
+applies only after every server failed in a row, and --max-retries counts such
+rounds. The shipper stays on a server while its connection lasts (it does not go
+back to the first one when that one recovers).
+
 With --tls the connection is TLS: the server's certificate must chain to a CA in
---tls-ca and carry the name --tls-server-name (default: --server-host);
+--tls-ca and carry the name --tls-server-name (default: the host of the server
+being connected to);
 --tls-cert/--tls-key present a client certificate to listeners that require one.
 The health probe (--health-interval) stays a plain TCP connect.
 
@@ -114,13 +195,36 @@ pub struct Cli {
     )]
     pub log_file: Vec<String>,
 
-    /// Host name or address of the logdist listener (an `ack = "message"` one).
-    #[arg(long, env = "SERVER_HOST", default_value = "localhost")]
-    pub server_host: String,
+    /// Host name or address of the logdist listener (an `ack = "message"`
+    /// one), when there is one; for several, use --server instead.
+    /// Default: localhost.
+    //
+    // No clap default for this and --server-port: one set from the command
+    // line or the environment must be told from the default, to refuse it
+    // beside --server.
+    #[arg(long, env = "SERVER_HOST", value_name = "HOST")]
+    pub server_host: Option<String>,
 
-    /// Port of the logdist listener.
-    #[arg(long, env = "SERVER_PORT", default_value_t = 9000)]
-    pub server_port: u16,
+    /// Port of the logdist listener of --server-host. Default: 9000.
+    #[arg(long, env = "SERVER_PORT", value_name = "PORT")]
+    pub server_port: Option<u16>,
+
+    /// logdist listeners (`ack = "message"` ones) to fail over between, as
+    /// HOST:PORT (`[::1]:9000` for IPv6): repeat the flag or separate with
+    /// commas. Replaces --server-host/--server-port; giving both is an error.
+    #[arg(
+        long = "server",
+        env = "SERVERS",
+        value_delimiter = ',',
+        value_parser = parse_server_address,
+        value_name = "HOST:PORT"
+    )]
+    pub servers: Vec<ServerAddress>,
+
+    /// With several servers, which one is dialled first; then each lost
+    /// connection moves on to the next in the list.
+    #[arg(long, env = "SERVER_ORDER", value_enum, default_value_t = ServerOrder::Random)]
+    pub server_order: ServerOrder,
 
     /// `batch`: ship the files to their end and exit with a summary;
     /// `continuous`: tail them, following rotation and truncation.
@@ -200,13 +304,15 @@ pub struct Cli {
     #[arg(long, env = "LEVEL_MAP", value_delimiter = ',', value_parser = parse_level_mapping, value_name = "FROM=TO")]
     pub level_map: Vec<LevelMapping>,
 
-    /// Consecutive failed connection attempts before giving up (exit 1).
+    /// Consecutive failed rounds of connection attempts (every server tried
+    /// once; with one server, attempts) before giving up (exit 1).
     /// 0 = never give up. Default: 0 with --resilient, else 5.
     #[arg(long, env = "MAX_RETRIES", value_name = "N")]
     pub max_retries: Option<u32>,
 
-    /// First reconnect delay; it doubles per failed attempt up to
-    /// --backoff-max, and each wait is drawn at random below it (full jitter).
+    /// First reconnect delay, once every server failed in a row; it doubles
+    /// per failed round up to --backoff-max, and each wait is drawn at random
+    /// below it (full jitter).
     #[arg(long, env = "BACKOFF_INITIAL", default_value = "0.5", value_parser = parse_duration, value_name = "SECONDS")]
     pub backoff_initial: Duration,
 
@@ -214,8 +320,9 @@ pub struct Cli {
     #[arg(long, env = "BACKOFF_MAX", default_value = "30", value_parser = parse_duration, value_name = "SECONDS")]
     pub backoff_max: Duration,
 
-    /// Seconds between TCP connect probes of the server (logs changes of
-    /// health; shown in metrics). 0 = off. Default: 10 with --resilient, else 0.
+    /// Seconds between TCP connect probes of every server (logs each one
+    /// becoming reachable or unreachable; metrics show how many are).
+    /// 0 = off. Default: 10 with --resilient, else 0.
     #[arg(long, env = "HEALTH_INTERVAL", value_parser = parse_duration, value_name = "SECONDS")]
     pub health_interval: Option<Duration>,
 
@@ -266,7 +373,8 @@ pub struct Cli {
     pub tls_key: Option<PathBuf>,
 
     /// With --tls: the name the server's certificate must carry (a DNS name
-    /// or an IP address). Default: --server-host.
+    /// or an IP address), whichever server it is. Default: the host of the
+    /// server being connected to.
     #[arg(long, env = "TLS_SERVER_NAME", value_name = "NAME")]
     pub tls_server_name: Option<String>,
 
@@ -288,8 +396,10 @@ pub const TLS_NAMES: TlsNames = TlsNames {
 #[derive(Clone, Debug, Serialize)]
 pub struct Config {
     pub log_files: Vec<String>,
-    pub server_host: String,
-    pub server_port: u16,
+    /// The listeners, in the order given; never empty (the command line's
+    /// single-server form is a list of one).
+    pub servers: Vec<ServerAddress>,
+    pub server_order: ServerOrder,
     pub mode: Mode,
     pub compress: bool,
     pub batch_size: usize,
@@ -335,17 +445,50 @@ mod secs {
     }
 }
 
+/// The single-server form's defaults.
+const DEFAULT_SERVER_HOST: &str = "localhost";
+const DEFAULT_SERVER_PORT: u16 = 9000;
+
 impl Cli {
-    pub fn into_config(self) -> Config {
-        Config {
+    /// The resolved settings. The one usage error clap cannot see: both
+    /// forms of the server setting given (from flags or the environment,
+    /// where clap's own conflict message would name a flag never typed).
+    pub fn into_config(self) -> Result<Config, clap::Error> {
+        let single_form: Vec<&str> = [
+            (self.server_host.is_some(), "--server-host/SERVER_HOST"),
+            (self.server_port.is_some(), "--server-port/SERVER_PORT"),
+        ]
+        .into_iter()
+        .filter_map(|(given, name)| given.then_some(name))
+        .collect();
+        if !self.servers.is_empty() && !single_form.is_empty() {
+            return Err(Cli::command().error(
+                ErrorKind::ArgumentConflict,
+                format!(
+                    "--server/SERVERS cannot be combined with {}: list every server, \
+                     one or several, with --server HOST:PORT",
+                    single_form.join(" or ")
+                ),
+            ));
+        }
+        let servers = if self.servers.is_empty() {
+            let host = self.server_host.as_deref().unwrap_or(DEFAULT_SERVER_HOST);
+            vec![ServerAddress::new(
+                host,
+                self.server_port.unwrap_or(DEFAULT_SERVER_PORT),
+            )]
+        } else {
+            self.servers
+        };
+        Ok(Config {
             log_files: self
                 .log_file
                 .into_iter()
                 .map(|f| f.trim().to_string())
                 .filter(|f| !f.is_empty())
                 .collect(),
-            server_host: self.server_host,
-            server_port: self.server_port,
+            servers,
+            server_order: self.server_order,
             mode: self.mode,
             compress: self.compress,
             batch_size: self.batch_size as usize,
@@ -375,7 +518,7 @@ impl Cli {
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_server_name: self.tls_server_name,
-        }
+        })
     }
 }
 
@@ -384,10 +527,11 @@ impl Config {
     /// would run, pointed at `log_files` on `host:port` (for tests and
     /// embedding).
     pub fn new(log_files: Vec<String>, host: &str, port: u16) -> Config {
-        let mut config = cli_defaults().into_config();
+        let mut config = cli_defaults()
+            .into_config()
+            .expect("the defaults are consistent");
         config.log_files = log_files;
-        config.server_host = host.to_string();
-        config.server_port = port;
+        config.servers = vec![ServerAddress::new(host, port)];
         config
     }
 
@@ -417,8 +561,10 @@ impl Config {
 fn cli_defaults() -> Cli {
     Cli {
         log_file: vec!["/var/log/app.log".into()],
-        server_host: "localhost".into(),
-        server_port: 9000,
+        server_host: None,
+        server_port: None,
+        servers: Vec::new(),
+        server_order: ServerOrder::Random,
         mode: Mode::Batch,
         compress: false,
         batch_size: 1,
@@ -453,7 +599,7 @@ mod tests {
     fn parse(args: &[&str]) -> Config {
         let mut argv = vec!["logdist-ship"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).unwrap().into_config()
+        Cli::try_parse_from(argv).unwrap().into_config().unwrap()
     }
 
     #[test]
@@ -487,7 +633,7 @@ mod tests {
             "3",
         ]);
         assert_eq!(c.log_files, ["a.log", "b.log", "c/*.log"]);
-        assert_eq!((c.server_host.as_str(), c.server_port), ("h", 1234));
+        assert_eq!(c.servers, [ServerAddress::new("h", 1234)]);
         assert_eq!(c.mode, Mode::Continuous);
         assert!(c.compress && c.resilient);
         assert_eq!((c.batch_size, c.buffer_size), (5, 10));
@@ -578,6 +724,72 @@ mod tests {
             argv.extend_from_slice(bad);
             let err = Cli::try_parse_from(argv).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn server_forms() {
+        let listed = parse(&[
+            "--server",
+            "a.example:9000, 10.0.0.2:9001",
+            "--server",
+            "[::1]:9002",
+            "--server-order",
+            "listed",
+        ]);
+        assert_eq!(
+            listed.servers,
+            [
+                ServerAddress::new("a.example", 9000),
+                ServerAddress::new("10.0.0.2", 9001),
+                ServerAddress::new("::1", 9002),
+            ]
+        );
+        assert_eq!(listed.server_order, ServerOrder::Listed);
+        assert_eq!(listed.servers[2].to_string(), "[::1]:9002");
+        // The single-server form, whole or in part, is a list of one.
+        assert_eq!(parse(&[]).servers, [ServerAddress::new("localhost", 9000)]);
+        assert_eq!(
+            parse(&["--server-port", "9443"]).servers,
+            [ServerAddress::new("localhost", 9443)]
+        );
+        assert_eq!(parse(&[]).server_order, ServerOrder::Random);
+    }
+
+    #[test]
+    fn server_usage_errors_name_the_flag() {
+        for (bad, says) in [
+            ("nonsense", "expected HOST:PORT"),
+            ("host:", "port \"\" of \"host:\" is not in 1..=65535"),
+            ("host:0", "is not in 1..=65535"),
+            ("host:65536", "is not in 1..=65535"),
+            (":9000", "expected HOST:PORT"),
+            ("::1:9000", "an IPv6 address in brackets"),
+            ("[::1:9000", "expected HOST:PORT"),
+            ("a:1,", "got \"\""),
+        ] {
+            let err = Cli::try_parse_from(["logdist-ship", "--server", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            let text = err.to_string();
+            assert!(
+                text.contains("for '--server <HOST:PORT>'") && text.contains(says),
+                "{bad}: {text}"
+            );
+        }
+        for single in [&["--server-host", "b"][..], &["--server-port", "1"]] {
+            let mut argv = vec!["logdist-ship", "--server", "a:1"];
+            argv.extend_from_slice(single);
+            let err = Cli::try_parse_from(argv)
+                .unwrap()
+                .into_config()
+                .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{single:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains("--server/SERVERS cannot be combined with")
+                    && text.contains(&format!("{}/", single[0])),
+                "{text}"
+            );
         }
     }
 

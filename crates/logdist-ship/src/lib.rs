@@ -8,6 +8,7 @@
 //! * [`line_format`]: log line → NDJSON message;
 //! * [`connection`]: the TCP client (its retry delays are
 //!   [`logdist_net::Backoff`]);
+//! * [`failover`]: which of the servers to dial, and when to back off;
 //! * [`checkpoint`]: where each file stands, for restarts;
 //! * [`shipper`]: the loop tying them together ([`run`]);
 //! * [`health`] and [`metrics`]: the probe and the periodic report.
@@ -15,6 +16,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod connection;
+pub mod failover;
 pub mod health;
 pub mod line_format;
 pub mod metrics;
@@ -22,5 +24,5 @@ pub mod shipper;
 pub mod sources;
 pub mod tailer;
 
-pub use config::{Cli, Config, Mode, StartAt};
+pub use config::{Cli, Config, Mode, ServerAddress, ServerOrder, StartAt};
 pub use shipper::{ShipError, Summary, run};

@@ -8,7 +8,7 @@ use logdist_ship::{Cli, run};
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors exit with code 2
     let print_config = cli.print_config;
-    let config = cli.into_config();
+    let config = cli.into_config().unwrap_or_else(|usage| usage.exit());
     if print_config {
         println!(
             "{}",

@@ -7,6 +7,9 @@
 //! * Lines sent but not acknowledged when the connection is lost are sent
 //!   again, first, on the next connection (at least once over a lost
 //!   connection: the server may have taken a line whose ack never came back).
+//!   With several servers the next connection is to the next server in the
+//!   list ([`ServerRotation`]), dialled at once; the backoff waits only after
+//!   a whole round of them failed.
 //! * A reply announcing that the server closes the connection (`...; closing
 //!   connection`, e.g. a frame over its `max_frame_bytes`) answers no line:
 //!   everything outstanding is resent on the next connection. When the same
@@ -41,6 +44,7 @@ use tokio::time::Instant;
 use crate::checkpoint::{Checkpoint, Position};
 use crate::config::{Config, Mode, StartAt};
 use crate::connection::{Ack, Connection, encode_batch};
+use crate::failover::ServerRotation;
 use crate::health::{self, Health};
 use crate::line_format::Formatter;
 use crate::metrics::Metrics;
@@ -81,6 +85,8 @@ pub struct Summary {
     pub shipped: u64,
     pub rejected: u64,
     pub resent: u64,
+    /// Connections made to another server than the last one.
+    pub failovers: u64,
     /// Lines read but neither acknowledged nor rejected at exit.
     pub undelivered: u64,
     pub read_errors: u64,
@@ -111,7 +117,7 @@ impl fmt::Display for Summary {
         write!(
             f,
             "logdist-ship summary: files={} lines_read={} shipped_ok={} rejected={} resent={} undelivered={} \
-             read_errors={} duration={:.3}s",
+             read_errors={} failovers={} duration={:.3}s",
             self.files,
             self.lines_read,
             self.shipped,
@@ -119,6 +125,7 @@ impl fmt::Display for Summary {
             self.resent,
             self.undelivered,
             self.read_errors,
+            self.failovers,
             self.duration.as_secs_f64()
         )?;
         if self.interrupted {
@@ -167,6 +174,9 @@ impl std::error::Error for ShipError {}
 /// checkpoint and returns the summary.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<Summary, ShipError> {
     let started = Instant::now();
+    if config.servers.is_empty() {
+        return Err(ShipError::Usage("no server to ship to".into()));
+    }
     let files = sources::resolve(&config.log_files, config.mode).map_err(ShipError::Usage)?;
     let tls = config
         .tls_client()
@@ -221,9 +231,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         readers.push(handle);
     }
     drop(tx);
+    let server_list: Vec<String> = config.servers.iter().map(|s| s.to_string()).collect();
     tracing::info!(
         files = files.len(),
-        server = %format!("{}:{}", config.server_host, config.server_port),
+        servers = %server_list.join(","),
+        server_order = ?config.server_order,
         mode = ?config.mode,
         compress = config.compress,
         batch_size = config.batch_size,
@@ -232,11 +244,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         "shipping"
     );
 
-    let health = Health::default();
+    let health = Health::new(config.servers.len());
     let monitor = (config.health_interval > Duration::ZERO).then(|| {
         tokio::spawn(health::monitor(
-            config.server_host.clone(),
-            config.server_port,
+            config.servers.clone(),
             config.health_interval,
             health.clone(),
         ))
@@ -264,6 +275,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
         shipped: total.sent,
         rejected: total.failed,
         resent: total.resent,
+        failovers: total.failovers,
         undelivered: (shipper.unsent.len() + shipper.inflight.len()) as u64,
         read_errors: shipper.read_errors,
         interrupted: outcome.interrupted,
@@ -310,6 +322,7 @@ struct Shipper {
     config: Config,
     /// `Some` with `--tls`: every connection is TLS.
     tls: Option<TlsClient>,
+    servers: ServerRotation,
     keys: Vec<String>,
     checkpoint: Option<(PathBuf, Checkpoint)>,
     /// Changed since last written.
@@ -355,6 +368,7 @@ impl Shipper {
         Shipper {
             window: WINDOW_LINES.max(2 * config.batch_size),
             backoff: Backoff::new(config.backoff_initial, config.backoff_max),
+            servers: ServerRotation::new(config.servers.clone(), config.server_order),
             config,
             tls,
             keys,
@@ -536,7 +550,8 @@ impl Shipper {
                 }
                 _ = sleep_until_opt(checkpoint_due) => self.save_checkpoint(false),
                 _ = metrics_tick.tick(), if metrics_on => {
-                    let line = self.metrics.report(rx.len(), rx.max_capacity(), self.health.get());
+                    let server = self.conn.is_some().then(|| self.servers.current());
+                    let line = self.metrics.report(rx.len(), rx.max_capacity(), server, self.health.reachable());
                     tracing::info!("{line}");
                 }
             }
@@ -568,16 +583,29 @@ impl Shipper {
         self.save_checkpoint(false);
     }
 
+    /// Dials the current server (TLS names it by its host, unless
+    /// `--tls-server-name` says otherwise).
     async fn try_connect(&mut self) {
-        let (host, port) = (&self.config.server_host, self.config.server_port);
-        match Connection::connect(host, port, self.tls.as_ref(), CONNECT_TIMEOUT).await {
+        let server = self.servers.current().clone();
+        match Connection::connect(
+            &server.host,
+            server.port,
+            self.tls.as_ref(),
+            CONNECT_TIMEOUT,
+        )
+        .await
+        {
             Ok(conn) => {
-                if self.connected_before {
+                let resending = self.unsent.iter().filter(|u| u.sent_before).count();
+                if self.servers.connected() {
+                    self.metrics.failed_over();
                     self.metrics.reconnected();
-                    tracing::info!(peer = %conn.peer, resending = self.unsent.iter().filter(|u| u.sent_before).count(),
-                        "reconnected");
+                    tracing::info!(%server, peer = %conn.peer, resending, "failed over to another server");
+                } else if self.connected_before {
+                    self.metrics.reconnected();
+                    tracing::info!(%server, peer = %conn.peer, resending, "reconnected");
                 } else {
-                    tracing::info!(peer = %conn.peer, "connected");
+                    tracing::info!(%server, peer = %conn.peer, "connected");
                 }
                 self.connected_before = true;
                 self.acked_since_connect = false;
@@ -588,18 +616,27 @@ impl Shipper {
         }
     }
 
-    /// Schedules the next attempt, or gives up after `max_retries`.
+    /// The current server failed: dials the next one at once, or, when
+    /// every server failed in a row, schedules the next round after the
+    /// backoff, or gives up after `max_retries` such rounds.
     fn connect_failed(&mut self, error: &str) {
+        let server = self.servers.current().clone();
+        if !self.servers.failed() {
+            tracing::warn!(%error, %server, next = %self.servers.current(),
+                "cannot reach the server: trying the next one");
+            self.next_attempt = Instant::now();
+            return;
+        }
         let wait = self.backoff.fail();
-        let failures = self.backoff.failures();
+        let failed_rounds = self.backoff.failures();
         let max = self.config.max_retries;
-        if max > 0 && failures >= max {
-            tracing::error!(%error, failures, "cannot reach the server: giving up");
+        if max > 0 && failed_rounds >= max {
+            tracing::error!(%error, %server, failed_rounds, "cannot reach any server: giving up");
             self.gave_up = true;
             return;
         }
-        tracing::warn!(%error, failures, retry_in = ?wait, server = %format!("{}:{}", self.config.server_host, self.config.server_port),
-            "cannot reach the server");
+        tracing::warn!(%error, %server, failed_rounds, retry_in = ?wait, next = %self.servers.current(),
+            "cannot reach any server: waiting before the next round");
         self.next_attempt = Instant::now() + wait;
     }
 
@@ -700,6 +737,7 @@ impl Shipper {
         self.last_progress = now;
         self.acked_since_connect = true;
         self.backoff.reset();
+        self.servers.acked();
         self.reduced = self.reduced.saturating_sub(done.len());
         for pending in done {
             self.inflight_bytes -= wire_len(&pending.line.message);
@@ -794,6 +832,7 @@ impl Shipper {
         let outstanding = self.inflight.len();
         tracing::warn!(
             reason,
+            server = %self.servers.current(),
             outstanding,
             "connection lost: will resend what was not acknowledged"
         );
@@ -805,9 +844,13 @@ impl Shipper {
             });
         }
         if self.acked_since_connect {
+            // The server did its job and is gone (or hangs): the next one
+            // takes over at once.
+            self.servers.move_on();
             self.next_attempt = Instant::now();
         } else {
-            // Accepted then lost without a single ack: back off as for a refusal.
+            // Accepted then lost without a single ack: a failure of this
+            // server, as a refusal is.
             self.connect_failed(reason);
         }
     }

@@ -36,8 +36,8 @@ fn config_json(args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
 fn defaults_match_the_seed() {
     let c = config_json(&[], &[]);
     assert_eq!(c["log_files"], serde_json::json!(["/var/log/app.log"]));
-    assert_eq!(c["server_host"], "localhost");
-    assert_eq!(c["server_port"], 9000);
+    assert_eq!(c["servers"], serde_json::json!(["localhost:9000"]));
+    assert_eq!(c["server_order"], "random");
     assert_eq!(c["mode"], "batch");
     assert_eq!(c["compress"], false);
     assert_eq!(c["batch_size"], 1);
@@ -81,10 +81,7 @@ fn environment_overrides_defaults_and_flags_override_environment() {
         c["log_files"],
         serde_json::json!(["/tmp/a.log", "/tmp/b.log"])
     );
-    assert_eq!(
-        (c["server_host"].as_str(), c["server_port"].as_u64()),
-        (Some("logs.example"), Some(9100))
-    );
+    assert_eq!(c["servers"], serde_json::json!(["logs.example:9100"]));
     assert_eq!(c["mode"], "continuous");
     assert_eq!(
         (c["compress"].as_bool(), c["resilient"].as_bool()),
@@ -142,10 +139,7 @@ fn environment_overrides_defaults_and_flags_override_environment() {
         &env,
     );
     assert_eq!(c["log_files"], serde_json::json!(["/x.log"]));
-    assert_eq!(
-        (c["server_host"].as_str(), c["server_port"].as_u64()),
-        (Some("cli"), Some(1))
-    );
+    assert_eq!(c["servers"], serde_json::json!(["cli:1"]));
     assert_eq!(c["mode"], "batch");
     assert_eq!(
         (c["compress"].as_bool(), c["resilient"].as_bool()),
@@ -177,6 +171,8 @@ fn help_documents_every_flag_with_its_variable() {
         ("--log-file", "LOG_FILE"),
         ("--server-host", "SERVER_HOST"),
         ("--server-port", "SERVER_PORT"),
+        ("--server <HOST:PORT>", "SERVERS"),
+        ("--server-order", "SERVER_ORDER"),
         ("--mode", "SHIPPING_MODE"),
         ("--compress", "COMPRESS"),
         ("--batch-size", "BATCH_SIZE"),
@@ -223,6 +219,185 @@ fn usage_errors_exit_2() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn several_servers_from_flags_or_the_environment() {
+    let c = config_json(
+        &[
+            "--server",
+            "a.example:9000,10.0.0.2:9001",
+            "--server",
+            "[::1]:9002",
+        ],
+        &[],
+    );
+    assert_eq!(
+        c["servers"],
+        serde_json::json!(["a.example:9000", "10.0.0.2:9001", "[::1]:9002"])
+    );
+    let env = [("SERVERS", "env-a:1,env-b:2"), ("SERVER_ORDER", "listed")];
+    let c = config_json(&[], &env);
+    assert_eq!(c["servers"], serde_json::json!(["env-a:1", "env-b:2"]));
+    assert_eq!(c["server_order"], "listed");
+    // A flag wins over the variable, as everywhere.
+    let c = config_json(&["--server", "cli:3", "--server-order", "random"], &env);
+    assert_eq!(c["servers"], serde_json::json!(["cli:3"]));
+    assert_eq!(c["server_order"], "random");
+}
+
+#[test]
+fn both_server_forms_or_a_malformed_server_exit_2_naming_the_flag() {
+    for (args, env, says) in [
+        (
+            &["--server", "a:1", "--server-host", "b"][..],
+            &[][..],
+            "--server/SERVERS cannot be combined with --server-host/SERVER_HOST",
+        ),
+        (
+            &["--server", "a:1", "--server-port", "2"],
+            &[],
+            "--server/SERVERS cannot be combined with --server-port/SERVER_PORT",
+        ),
+        // From the environment too: the message names the variables.
+        (
+            &["--server", "a:1"],
+            &[("SERVER_HOST", "b")],
+            "--server/SERVERS cannot be combined with --server-host/SERVER_HOST",
+        ),
+        (
+            &[],
+            &[("SERVERS", "a:1"), ("SERVER_PORT", "2")],
+            "--server/SERVERS cannot be combined with --server-port/SERVER_PORT",
+        ),
+        (
+            &["--server", "localhost"],
+            &[],
+            "invalid value 'localhost' for '--server <HOST:PORT>': expected HOST:PORT",
+        ),
+        (
+            &["--server", "a:1,b:port"],
+            &[],
+            "invalid value 'b:port' for '--server <HOST:PORT>'",
+        ),
+        (
+            &[],
+            &[("SERVERS", "::1:9000")],
+            "for '--server <HOST:PORT>': expected HOST:PORT (an IPv6 address in brackets",
+        ),
+    ] {
+        let out = ship(args, env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?} {env:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} {env:?}: nothing shipped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_skips_a_dead_server_and_names_the_servers_in_its_log() {
+    let down = free_port().await;
+    let up = FakeServer::start(Arc::new(|_, _, _| Some(Reply::Ok))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.log");
+    append(&file, &log_lines("bin", 0, 7));
+    let servers = format!("{down},{}", up.addr);
+    let file = file.display().to_string();
+    let args = vec![
+        "--log-file",
+        &file,
+        "--server",
+        &servers,
+        "--server-order",
+        "listed",
+        // One failed round would end the run, and would first wait: only
+        // going on to the live server at once ships.
+        "--max-retries",
+        "1",
+        "--backoff-initial",
+        "60",
+    ];
+    let out = ship_async_env(&args, &[("RUST_LOG", "info")]).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("shipped_ok=7 rejected=0") && stdout.contains("failovers=0"),
+        "{stdout}"
+    );
+    assert!(stderr.contains(&format!("servers={servers}")), "{stderr}");
+    let skipped = stderr
+        .lines()
+        .find(|l| l.contains("trying the next one"))
+        .unwrap_or_else(|| panic!("no line about the dead server: {stderr}"));
+    assert!(
+        skipped.contains(&format!("server={down}"))
+            && skipped.contains(&format!("next={}", up.addr)),
+        "{skipped}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("connected") && l.contains(&format!("server={}", up.addr))),
+        "{stderr}"
+    );
+    assert_eq!(up.acked_ok().len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_name_the_server_connected_to() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let down = free_port().await;
+    let up = FakeServer::start(Arc::new(|_, _, _| Some(Reply::Ok))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.log");
+    append(&file, &log_lines("metrics", 0, 5));
+    let mut child = tokio::process::Command::new(binary())
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .arg("--log-file")
+        .arg(&file)
+        .args(["--server", &format!("{down},{}", up.addr)])
+        .args(["--server-order", "listed", "--mode", "continuous"])
+        .args(["--metrics-interval", "0.05", "--health-interval", "0.05"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut unreachable, mut metrics) = (None, None);
+    within(
+        "the dead server's health and a metrics line with both verdicts",
+        async {
+            while unreachable.is_none() || metrics.is_none() {
+                let Some(line) = stderr.next_line().await.unwrap() else {
+                    panic!("the shipper ended early");
+                };
+                if line.contains("health: server unreachable") {
+                    unreachable = Some(line);
+                } else if line.contains("metrics:") && line.contains("reachable=1/2") {
+                    metrics = Some(line);
+                }
+            }
+        },
+    )
+    .await;
+    let (unreachable, metrics) = (unreachable.unwrap(), metrics.unwrap());
+    assert!(
+        unreachable.contains(&format!("server={down}")),
+        "{unreachable}"
+    );
+    assert!(
+        metrics.contains(&format!("server={} reachable=1/2", up.addr)),
+        "{metrics}"
+    );
+    assert!(metrics.contains("failovers=0"), "{metrics}");
+    child.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,11 +454,22 @@ async fn rejected_lines_give_exit_code_1_and_a_summary() {
 
 /// [`ship`] off the async threads, bounded in time.
 async fn ship_async(args: &[&str]) -> Output {
+    ship_async_env(args, &[]).await
+}
+
+/// [`ship_async`] with `env` added to the clean environment.
+async fn ship_async_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     within(
         "the binary",
         tokio::task::spawn_blocking(move || {
-            ship(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            ship(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env)
         }),
     )
     .await

@@ -173,7 +173,10 @@ async fn mutual_tls_ships_with_the_client_certificate_and_gives_up_without() {
     config.tls_cert = Some(pki.files.client.clone());
     config.tls_key = Some(pki.files.client_key.clone());
     // Dial "localhost": the default server name is the host.
-    config.server_host = "localhost".into();
+    config.servers = vec![logdist_ship::ServerAddress::new(
+        "localhost",
+        terminator.addr.port(),
+    )];
     let summary = within("run", logdist_ship::run(config, std::future::pending()))
         .await
         .unwrap();

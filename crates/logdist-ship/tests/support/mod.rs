@@ -73,6 +73,9 @@ impl Logdist {
             ..Default::default()
         };
         config.analyzers.listen = "127.0.0.1:0".parse().unwrap();
+        // No admin API: these tests do not use it, and its fixed default
+        // port would keep two distributors from running side by side.
+        config.admin.listen = String::new();
         config.delivery.dead_letter_path = dir.path().join("dead.ndjson");
         config.delivery.shutdown_grace = Duration::from_secs(5);
         adjust(&mut config);
@@ -294,6 +297,18 @@ pub fn ship_config(files: &[&Path], addr: SocketAddr) -> Config {
     c
 }
 
+/// [`ship_config`] for several servers, dialled in the order given (so a
+/// test knows which one is first).
+pub fn failover_config(files: &[&Path], servers: &[SocketAddr]) -> Config {
+    let mut c = ship_config(files, servers[0]);
+    c.servers = servers
+        .iter()
+        .map(|a| logdist_ship::ServerAddress::new(&a.ip().to_string(), a.port()))
+        .collect();
+    c.server_order = logdist_ship::ServerOrder::Listed;
+    c
+}
+
 /// Runs the shipper on a task; the returned sender stops it.
 pub fn spawn_shipper(
     config: Config,
@@ -324,6 +339,9 @@ pub enum Reply {
     /// Answer with this reply line (no `\n`), then close; the line is not
     /// recorded as seen.
     RawThenClose(&'static str),
+    /// Answer nothing and keep reading, as a node that hangs; the line is
+    /// recorded as seen, not acked.
+    Silent,
 }
 
 /// logdist's reply to a line that is not JSON.
@@ -355,6 +373,8 @@ pub struct FakeServer {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub connections: Arc<AtomicU64>,
     task: JoinHandle<()>,
+    /// Every connection's task, for [`FakeServer::kill`].
+    connection_tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 pub type Script = Arc<dyn Fn(usize, usize, &str) -> Option<Reply> + Send + Sync>;
@@ -369,14 +389,17 @@ impl FakeServer {
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let connections = Arc::new(AtomicU64::new(0));
-        let (s, c) = (seen.clone(), connections.clone());
+        let connection_tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (s, c, t) = (seen.clone(), connections.clone(), connection_tasks.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let n = c.fetch_add(1, Ordering::SeqCst) as usize;
-                tokio::spawn(fake_connection(stream, n, script.clone(), s.clone()));
+                let connection =
+                    tokio::spawn(fake_connection(stream, n, script.clone(), s.clone()));
+                t.lock().unwrap().push(connection.abort_handle());
             }
         });
         FakeServer {
@@ -384,7 +407,20 @@ impl FakeServer {
             seen,
             connections,
             task,
+            connection_tasks,
         }
+    }
+
+    /// Dies as a crashed node does: the listener and every connection are
+    /// closed at once, whatever they were doing; lines it did not answer
+    /// stay unanswered. Returns once the listener is closed.
+    pub async fn kill(mut self) {
+        self.task.abort();
+        for connection in self.connection_tasks.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+        // The listener goes with the accept task: once it has ended.
+        let _ = (&mut self.task).await;
     }
 
     pub fn acked_ok(&self) -> Vec<String> {
@@ -480,6 +516,13 @@ async fn fake_connection(
                             };
                             replies.push_str(text);
                             replies.push('\n');
+                            seen.lock().unwrap().push(Seen {
+                                line,
+                                connection,
+                                acked_ok: false,
+                            });
+                        }
+                        Some(Reply::Silent) => {
                             seen.lock().unwrap().push(Seen {
                                 line,
                                 connection,
