@@ -7,7 +7,7 @@ Usage: scripts/idle-cpu.py [LOGDIST_BIN] [SECONDS]
 Starts logdist on free loopback ports with a minimal config, connects three
 seed-handshake analyzers, waits until the admin API lists them, then reads
 logdist's CPU time from /proc over SECONDS and prints it as a share of one
-core. Everything a quiet logdist does on its own (timers, probes, metrics)
+core, and its resident memory. Everything a quiet logdist does on its own (timers, probes, metrics)
 shows up here. Stops logdist (SIGTERM, by pid) at the end.
 """
 
@@ -74,9 +74,15 @@ def main():
         start, t0 = cpu_ticks(logdist.pid), time.time()
         time.sleep(seconds)
         used, wall = (cpu_ticks(logdist.pid) - start) / hz, time.time() - t0
+        rss = next(
+            line.split()[1]
+            for line in open(f"/proc/{logdist.pid}/status")
+            if line.startswith("VmRSS:")
+        )
         print(
             f"idle logdist, 3 analyzers connected: {used / wall * 100:.3f} % of one core "
-            f"({used:.2f} s of CPU in {wall:.0f} s; resolution {100 / hz / wall:.3f} %)"
+            f"({used:.2f} s of CPU in {wall:.0f} s; resolution {100 / hz / wall:.3f} %), "
+            f"RSS {int(rss) / 1024:.1f} MiB"
         )
     finally:
         logdist.terminate()
