@@ -222,10 +222,11 @@ pub struct AnalyzersConfig {
     /// the analyzer's usual ack stride) declares the analyzer stalled.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
-    /// How long an analyzer's writer may gather messages before writing
-    /// them, counted from the arrival of the oldest one; a write goes out
-    /// sooner once it holds 64 KiB or fills the window. "0s": write at
-    /// once. Fewer, larger writes cost the kernel less per message.
+    /// How long an analyzer's writer, woken by a message that found its
+    /// queues empty, waits for more before writing (an ack ends the wait
+    /// early); at most [`MAX_WRITE_COALESCE`]. "0s": write once the tasks
+    /// ready on the worker have run. Fewer, larger writes cost the kernel
+    /// less per message, and every message that much latency.
     #[serde(with = "humantime_serde")]
     pub write_coalesce: Duration,
     /// `TCP_USER_TIMEOUT` of analyzer connections (dial-in and static): data
