@@ -552,7 +552,6 @@ impl DistributorProcess {
 
     /// SIGTERM, wait for the shutdown grace plus a margin, then SIGKILL.
     pub async fn stop(mut self) -> StopOutcome {
-        let t0 = Instant::now();
         if let Ok(Some(status)) = self.child.try_wait() {
             return StopOutcome {
                 exit_code: status.code(),
@@ -561,32 +560,39 @@ impl DistributorProcess {
                 description: format!("had already exited ({status}) before the end of the run"),
             };
         }
-        // SAFETY: plain kill(2) on our own child's pid, which has not been reaped.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-        }
         let wait = self.config.shutdown_grace + Duration::from_secs(5);
-        match tokio::time::timeout(wait, self.child.wait()).await {
-            Ok(Ok(status)) => StopOutcome {
-                exit_code: status.code(),
-                killed: false,
-                stop_secs: t0.elapsed().as_secs_f64(),
-                description: format!("exited after SIGTERM ({status})"),
-            },
-            Ok(Err(e)) => StopOutcome {
+        terminate(&mut self.child, self.pid, wait).await
+    }
+}
+
+/// SIGTERM to a child, then SIGKILL if it has not exited within `wait`:
+/// how the load tester stops every process it started (logdist, the relay).
+pub async fn terminate(child: &mut Child, pid: u32, wait: Duration) -> StopOutcome {
+    let t0 = Instant::now();
+    // SAFETY: plain kill(2) on our own child's pid, which has not been reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    match tokio::time::timeout(wait, child.wait()).await {
+        Ok(Ok(status)) => StopOutcome {
+            exit_code: status.code(),
+            killed: false,
+            stop_secs: t0.elapsed().as_secs_f64(),
+            description: format!("exited after SIGTERM ({status})"),
+        },
+        Ok(Err(e)) => StopOutcome {
+            exit_code: None,
+            killed: false,
+            stop_secs: t0.elapsed().as_secs_f64(),
+            description: format!("could not wait for it: {e}"),
+        },
+        Err(_) => {
+            let _ = child.kill().await;
+            StopOutcome {
                 exit_code: None,
-                killed: false,
+                killed: true,
                 stop_secs: t0.elapsed().as_secs_f64(),
-                description: format!("could not wait for it: {e}"),
-            },
-            Err(_) => {
-                let _ = self.child.kill().await;
-                StopOutcome {
-                    exit_code: None,
-                    killed: true,
-                    stop_secs: t0.elapsed().as_secs_f64(),
-                    description: format!("did not exit within {wait:?} of SIGTERM; killed"),
-                }
+                description: format!("did not exit within {wait:?} of SIGTERM; killed"),
             }
         }
     }

@@ -28,7 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::distributor_process::{StopOutcome, log_tail};
+use crate::distributor_process::{StopOutcome, log_tail, terminate};
 use crate::proc_stats;
 
 /// The hidden subcommand that runs the relay.
@@ -382,35 +382,7 @@ impl RelayProcess {
 
     /// SIGTERM, then SIGKILL if it has not exited within 5 s.
     pub async fn stop(mut self) -> StopOutcome {
-        let t0 = Instant::now();
-        // SAFETY: kill(2) on our own child's pid, not reaped yet.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-        }
-        let wait = Duration::from_secs(5);
-        match tokio::time::timeout(wait, self.child.wait()).await {
-            Ok(Ok(status)) => StopOutcome {
-                exit_code: status.code(),
-                killed: false,
-                stop_secs: t0.elapsed().as_secs_f64(),
-                description: format!("exited after SIGTERM ({status})"),
-            },
-            Ok(Err(e)) => StopOutcome {
-                exit_code: None,
-                killed: false,
-                stop_secs: t0.elapsed().as_secs_f64(),
-                description: format!("could not wait for it: {e}"),
-            },
-            Err(_) => {
-                let _ = self.child.kill().await;
-                StopOutcome {
-                    exit_code: None,
-                    killed: true,
-                    stop_secs: t0.elapsed().as_secs_f64(),
-                    description: format!("did not exit within {wait:?} of SIGTERM; killed"),
-                }
-            }
-        }
+        terminate(&mut self.child, self.pid, Duration::from_secs(5)).await
     }
 }
 
