@@ -89,6 +89,10 @@ pub struct EmitterConnection {
     /// written; they are written once it is durable.
     unsynced: Option<RecordId>,
     tally: Tally,
+    /// The writers a read's messages went to, woken once the read is
+    /// routed (or before anything that may wait): see `Wakes`. Kept across
+    /// reads so that its list is allocated once per connection.
+    wakes: Wakes,
 }
 
 /// What this connection has done, added to the global stats after each read.
@@ -123,6 +127,7 @@ impl EmitterConnection {
             replies: Vec::new(),
             unsynced: None,
             tally: Tally::default(),
+            wakes: Wakes::default(),
         }
     }
 
@@ -233,6 +238,7 @@ impl EmitterConnection {
     ) -> Result<u64, End> {
         self.buffer.begin_pass();
         let decoded = self.route_all(ctx, cursor, eof).await;
+        self.wakes.wake_all();
         self.buffer.end_pass();
         self.flush_tally(ctx);
         decoded
@@ -249,14 +255,11 @@ impl EmitterConnection {
         let arrived = Instant::now();
         let mut decoded = 0;
         let mut turn = Turn::starting(arrived);
-        // The writers this read's messages went to are woken once the read
-        // is routed (or before anything that may wait): see `Wakes`.
-        let mut wakes = Wakes::default();
         loop {
             if turn.spent() {
                 // Let the other connections on this worker have their turn.
                 self.flush_tally(ctx);
-                wakes.wake_all();
+                self.wakes.wake_all();
                 tokio::task::yield_now().await;
                 if ctx.shutdown.hard_stop.is_cancelled() {
                     return Err(End::HardStop);
@@ -276,7 +279,7 @@ impl EmitterConnection {
                 Ok(Some(item)) => item,
                 Ok(None) => break,
                 Err(err @ IngestError::BadLength { .. }) => {
-                    wakes.wake_all();
+                    self.wakes.wake_all();
                     let reason = err.to_string();
                     if self.ack == AckMode::Message {
                         self.replies
@@ -297,7 +300,7 @@ impl EmitterConnection {
                     let acked = self.ack == AckMode::Message
                         && message.origin() != logdist_wire::Origin::Frame;
                     let env = Envelope::arrived_at(message, arrived);
-                    self.route(ctx, &table, cursor, env, &mut wakes).await?;
+                    self.route(ctx, &table, cursor, env).await?;
                     if acked {
                         self.replies.extend_from_slice(ACK_OK);
                     }
@@ -307,7 +310,7 @@ impl EmitterConnection {
                     self.reject(rejection);
                 }
                 Decoded::Gzip(frame) => {
-                    wakes.wake_all();
+                    self.wakes.wake_all();
                     let inflated = self.inflate(ctx, frame).await?;
                     turn.charge(inflated.as_ref().map_or(0, BytesMut::len));
                     if let Some(Decoded::Rejected(rejection)) = self.decoder.inflated(inflated) {
@@ -316,7 +319,7 @@ impl EmitterConnection {
                 }
             }
             if self.replies.len() >= REPLY_FLUSH_BYTES {
-                wakes.wake_all();
+                self.wakes.wake_all();
                 self.flush_replies(ctx).await?;
             }
         }
@@ -360,7 +363,6 @@ impl EmitterConnection {
         table: &RoutingTable,
         cursor: &mut Cursor,
         mut env: Envelope,
-        wakes: &mut Wakes,
     ) -> Result<(), End> {
         if let Some(spooling) = &ctx.spooling {
             let id = match spooling.try_append(&mut env) {
@@ -368,7 +370,7 @@ impl EmitterConnection {
                 None => {
                     // The spool is full: this may wait long.
                     self.flush_tally(ctx);
-                    wakes.wake_all();
+                    self.wakes.wake_all();
                     let give_up = ctx.shutdown.hard_stop.cancelled();
                     match spooling.append(&mut env, give_up).await {
                         Ok(id) => id,
@@ -380,11 +382,11 @@ impl EmitterConnection {
             self.unsynced = Some(id);
         }
         self.tally.accepted_by_class[class_of(env.priority())] += 1;
-        let placed = match ctx.router.place(table, cursor, env, wakes) {
+        let placed = match ctx.router.place(table, cursor, env, &mut self.wakes) {
             Ok(placed) => Ok(placed),
             Err(env) if let Some(spooling) = &ctx.spooling => {
                 self.flush_tally(ctx);
-                wakes.wake_all();
+                self.wakes.wake_all();
                 let hard_stop = &ctx.shutdown.hard_stop;
                 match spooling
                     .wait_or_spill(&ctx.router, cursor, env, hard_stop)
@@ -401,7 +403,7 @@ impl EmitterConnection {
                 // Backpressure: this may wait long, so publish the counts
                 // and wake the writers that will make room first.
                 self.flush_tally(ctx);
-                wakes.wake_all();
+                self.wakes.wake_all();
                 let give_up = ctx.shutdown.hard_stop.cancelled();
                 ctx.router.route_or_wait(cursor, env, give_up).await
             }
