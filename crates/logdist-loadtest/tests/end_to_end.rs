@@ -169,6 +169,19 @@ fn serial_run(args: &[&str], limit: Duration) -> Run {
     run_serialized(&serial(), args, bin.to_str().unwrap(), limit)
 }
 
+/// Runs the profile `tests/fixtures/<fixture>.toml` under `name`, quietly,
+/// within 60 s.
+fn fixture_run(name: &str, fixture: &str) -> Run {
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{fixture}.toml"));
+    let profile = profile.to_str().unwrap();
+    serial_run(
+        &[name, "--profile-file", profile, "--quiet"],
+        Duration::from_secs(60),
+    )
+}
+
 #[test]
 fn basic_short_run_passes_with_zero_loss() {
     let run = serial_run(&["basic", "--duration", "4s"], Duration::from_secs(60));
@@ -261,16 +274,7 @@ fn chaos_short_run_passes_with_zero_loss() {
 
 #[test]
 fn analyzer_that_drops_messages_fails_the_run_with_loss() {
-    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/broken_analyzer.toml");
-    let run = serial_run(
-        &[
-            "broken",
-            "--profile-file",
-            profile.to_str().unwrap(),
-            "--quiet",
-        ],
-        Duration::from_secs(60),
-    );
+    let run = fixture_run("broken", "broken_analyzer");
     assert_eq!(run.output.status.code(), Some(1), "{}", run.describe());
     assert!(run.stdout().contains("RESULT: FAIL"), "{}", run.describe());
     assert!(run.stderr().contains("LOSS:"), "{}", run.describe());
@@ -292,16 +296,7 @@ fn analyzer_that_drops_messages_fails_the_run_with_loss() {
 /// ndjson analyzer.
 #[test]
 fn mixed_frame_and_syslog_emitters_deliver_exactly_once() {
-    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mixed_syslog.toml");
-    let run = serial_run(
-        &[
-            "mixed-syslog",
-            "--profile-file",
-            profile.to_str().unwrap(),
-            "--quiet",
-        ],
-        Duration::from_secs(60),
-    );
+    let run = fixture_run("mixed-syslog", "mixed_syslog");
     assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
     run.assert_exact();
     assert!(run.total("sent") > 3000, "{}", run.describe());
@@ -311,16 +306,7 @@ fn mixed_frame_and_syslog_emitters_deliver_exactly_once() {
 /// answered `ok` and arrives exactly once.
 #[test]
 fn ndjson_ack_emitters_lose_nothing_acked() {
-    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ndjson_ack.toml");
-    let run = serial_run(
-        &[
-            "ndjson-ack",
-            "--profile-file",
-            profile.to_str().unwrap(),
-            "--quiet",
-        ],
-        Duration::from_secs(60),
-    );
+    let run = fixture_run("ndjson-ack", "ndjson_ack");
     assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
     run.assert_exact();
     let s = run.summary();
