@@ -23,10 +23,13 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use clap::Parser;
+use logdist_wire::{AnalyzerFormat, ErrorCode, Handshake, HandshakeDecoder, error_reply, hello_ok};
 use parking_lot::{Mutex, RwLock};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+use tokio_util::codec::Decoder;
 
 use crate::distributor_process::{StopOutcome, log_tail, terminate};
 use crate::proc_stats;
@@ -39,8 +42,6 @@ pub const RELAY_COMMAND: &str = "relay";
 const MAX_FRAME_BYTES: usize = 128 << 20;
 /// How much one read takes (and the start size of an emitter's buffer).
 const READ_BYTES: usize = 256 * 1024;
-/// A JSON hello longer than this is refused, as logdist does.
-const MAX_HELLO_BYTES: usize = 4096;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -204,42 +205,36 @@ fn serve_analyzer(mut stream: TcpStream, connected: &Analyzers) {
     connected.remove(&outbound);
 }
 
+/// Takes the analyzer's handshake with logdist's own decoder, so the relay
+/// accepts exactly what logdist accepts. Bytes read past it can only be acks
+/// (an analyzer sends nothing else before its first message): dropped, as
+/// every ack is.
 fn handshake(stream: &mut TcpStream) -> Result<(), String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    let mut first = [0u8; 4];
-    stream
-        .read_exact(&mut first[..1])
-        .map_err(|e| e.to_string())?;
-    if first[0] != b'{' {
-        // Seed handshake: a 4-byte weight, no reply; the weight is ignored.
-        stream
-            .read_exact(&mut first[1..])
-            .map_err(|e| e.to_string())?;
-    } else {
-        let mut line = vec![b'{'];
-        let mut byte = [0u8; 1];
-        while line.last() != Some(&b'\n') {
-            if line.len() > MAX_HELLO_BYTES {
-                return Err("hello too long".into());
-            }
-            stream.read_exact(&mut byte).map_err(|e| e.to_string())?;
-            line.push(byte[0]);
+    let mut decoder = HandshakeDecoder::new();
+    let mut buf = BytesMut::with_capacity(512);
+    let handshake = loop {
+        if let Some(handshake) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+            break handshake;
         }
-        let hello: serde_json::Value =
-            serde_json::from_slice(&line).map_err(|e| format!("bad hello: {e}"))?;
-        let format = hello.get("format").and_then(|f| f.as_str());
-        if format.is_some_and(|f| f != "frame") {
-            let _ = stream.write_all(
-                b"{\"status\":\"error\",\"reason\":\"bad_handshake\",\
-                  \"message\":\"the load tester's relay sends frames only\"}\n",
-            );
-            return Err(format!("analyzer asked for format {format:?}"));
+        let mut chunk = [0u8; 512];
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("closed during the handshake".into()),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e.to_string()),
         }
-        stream
-            .write_all(b"{\"status\":\"ok\"}\n")
-            .map_err(|e| e.to_string())?;
+    };
+    if let Handshake::Hello(hello) = handshake {
+        if hello.format != AnalyzerFormat::Frame {
+            let _ = stream.write_all(&error_reply(
+                ErrorCode::BadHandshake,
+                "the load tester's relay sends frames only",
+            ));
+            return Err(format!("analyzer asked for format {:?}", hello.format));
+        }
+        stream.write_all(hello_ok()).map_err(|e| e.to_string())?;
     }
     stream.set_read_timeout(None).map_err(|e| e.to_string())
 }
